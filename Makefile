@@ -1,0 +1,49 @@
+# genlab: `make app` opens the dashboard, `make test` runs every test. Both set up .venv first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The torch build, installed before everything else so that pip never pulls a multi-GB CUDA
+# wheel onto a machine without a GPU. This is the one place that choice lives. On a GPU box:
+#   make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= dev
+HOST       ?= 127.0.0.1
+PORT       ?= 8501
+# The browser test drives Debian's Chromium; `make test BROWSER_TESTS=0` skips it.
+BROWSER_TESTS ?= 1
+CHROMIUM   ?= /usr/bin/chromium
+STAMP      := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: app test test-fast setup chromium lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+chromium:
+ifeq ($(BROWSER_TESTS),1)
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null); } \
+	  || { echo "Chromium is missing at $(CHROMIUM); install it or run make test BROWSER_TESTS=0"; exit 1; }
+endif
+
+app: $(STAMP)
+	@echo "genlab dashboard: http://$(HOST):$(PORT)"
+	$(BIN)/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT)
+
+test: $(STAMP) chromium
+	GENLAB_BROWSER_TESTS=$(BROWSER_TESTS) GENLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check genlab dashboard tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

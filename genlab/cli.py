@@ -1,0 +1,198 @@
+"""The ``genlab`` command line: train, inspect and export runs.
+
+With ``--json`` a command prints one JSON object on stdout (shapes in DESIGN.md). Bad input prints
+one line on stderr and exits with status 2; nothing in the store is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from genlab.config import DEVICES, make_run_config, parse_set_options
+from genlab.errors import GenlabError
+from genlab.runs import RunInfo, RunStore
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other genlab error."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_json(info: RunInfo) -> dict[str, Any]:
+    """The DESIGN.md JSON shape of one run; record blocks not computed yet are absent."""
+    return {
+        "run_id": info.id,
+        "model": info.model,
+        "dataset": info.dataset,
+        "status": info.status,
+        "config": info.config,
+        "summary": info.summary,
+        "record": info.record,
+        **({"error": info.error} if info.error else {}),
+    }
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=float))
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from genlab.jobs import execute_run
+    from genlab.progress import ProgressBar
+
+    cfg = make_run_config(
+        args.model,
+        args.dataset,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        overrides=parse_set_options(args.set),
+    )
+    store = RunStore()
+    run_id = store.create_run(
+        model=cfg.model, dataset=cfg.data.name, config=cfg.to_dict(), config_hash=cfg.config_hash()
+    )
+    callbacks = [] if args.quiet else [ProgressBar(desc=run_id)]
+    execute_run(store, run_id, callbacks=callbacks)
+    info = store.get(run_id)
+    if args.json:
+        _print_json(run_json(info))
+    else:
+        s = info.summary
+        print(
+            f"{run_id}: {s['epochs']} epochs on {s['device']} in {s['train_seconds']:.1f} s; "
+            f"train loss {s['train_loss']:.2f}, test loss {s['test_loss']:.2f} nats/image"
+        )
+        print(f"artifacts: {store.artifacts_dir(run_id)}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore()
+    if args.runs_cmd == "list":
+        runs = store.list(status=args.status, model=args.model, dataset=args.dataset)
+        if args.json:
+            _print_json({"runs": [run_json(r) for r in runs]})
+        elif not runs:
+            print("no runs yet; start one with: genlab train --dataset digits --model vae")
+        else:
+            print(f"{'run':<28} {'status':<10} {'epochs':>6} {'test loss':>10}  created")
+            for r in runs:
+                test = r.summary.get("test_loss")
+                created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
+                print(
+                    f"{r.id:<28} {r.status:<10} {r.config.get('train', {}).get('epochs', ''):>6} "
+                    f"{'' if test is None else f'{test:.2f}':>10}  {created}"
+                )
+    elif args.runs_cmd == "show":
+        info = store.get(args.run)
+        out = {**run_json(info), "history": store.history(info.id)}
+        if args.json:
+            _print_json(out)
+        else:
+            print(json.dumps(out, indent=2, default=float))
+    elif args.runs_cmd == "export":
+        text = store.export(args.format)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            print(f"wrote {len(store.list())} runs to {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    elif args.runs_cmd == "delete":
+        info = store.get(args.run)
+        store.delete(info.id)
+        if args.json:
+            _print_json({"deleted": info.id})
+        else:
+            print(f"deleted {info.id}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from genlab.data import DATASETS
+    from genlab.models import model_names
+
+    p = _Parser(prog="genlab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and store the run")
+    t.add_argument(
+        "--dataset",
+        default="digits",
+        help=f"{', '.join(DATASETS)}, or a path to a .npz file or an IDX folder",
+    )
+    t.add_argument("--model", default="vae", help=f"one of: {', '.join(model_names())}")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the train split (default: the model's own for the dataset)",
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", choices=DEVICES)
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model setting (e.g. latent_dim=8, beta=4) or lr / batch_size",
+    )
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("runs", help="list, show, export or delete stored runs")
+    rs = r.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)
+    ls = rs.add_parser("list", help="all runs, newest first")
+    ls.add_argument("--status")
+    ls.add_argument("--model")
+    ls.add_argument("--dataset")
+    ls.add_argument("--json", action="store_true")
+    sh = rs.add_parser("show", help="one run with its history")
+    sh.add_argument("run")
+    sh.add_argument("--json", action="store_true")
+    ex = rs.add_parser("export", help="every run as CSV or JSON")
+    ex.add_argument("--format", choices=("csv", "json"), default="json")
+    ex.add_argument("--out", help="write to this file instead of stdout")
+    de = rs.add_parser("delete", help="delete a run and its artifacts")
+    de.add_argument("run")
+    de.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GenlabError as err:
+        print(f"genlab: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("genlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if os.environ.get("GENLAB_DEBUG"):
+            raise
+        print(
+            f"genlab: internal error: {type(err).__name__}: {err} "
+            "(set GENLAB_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Configuration: frozen dataclasses for data, training and whole runs, with JSON round-trip.
+
+Every value a user can set (CLI flags, ``--set key=value``, dashboard widgets, URL parameters)
+passes through these classes, so validation and its messages live in one place. Messages are
+written for students: they say what is wrong, what was given, and what would work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from genlab.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+# ----------------------------------------------------------------------------- generic helpers
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parse_value(text: str, annotation: Any, *, key: str) -> Any:
+    """Parse a ``--set`` string into the type a dataclass field declares."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if text.strip().lower() in ("none", "null", ""):
+            return None
+        return parse_value(text, args[0], key=key)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if text not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))} (got {text!r})")
+        return text
+    try:
+        if annotation is bool:
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if annotation is int:
+            return int(text)
+        if annotation is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{key} must be a {annotation.__name__} (got {text!r})") from None
+    return text
+
+
+def _coerce(value: Any, annotation: Any, *, key: str) -> Any:
+    """Accept JSON values for a field: ints for floats, strings parsed like ``--set``."""
+    if isinstance(value, str) and annotation is not str:
+        return parse_value(value, annotation, key=key)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number (got {value!r})")
+    if annotation in (int, float, bool, str) and not isinstance(value, annotation):
+        raise ConfigError(f"{key} must be a {annotation.__name__} (got {value!r})")
+    return value
+
+
+def config_from_dict(cls: type, values: dict[str, Any], *, what: str = "config"):
+    """Build dataclass ``cls`` from ``values``, rejecting keys it does not have.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the known ones) or a badly typed value.
+    """
+    hints = _field_types(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{what} has no setting {unknown[0]!r}; its settings are: {', '.join(known)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], key=k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # e.g. a nested dict where a value belongs
+        raise ConfigError(f"{what}: {err}") from None
+
+
+def apply_overrides(cfg, overrides: dict[str, Any], *, what: str = "config"):
+    """Return a copy of dataclass ``cfg`` with ``overrides`` applied and validated."""
+    return config_from_dict(type(cfg), {**to_dict(cfg), **overrides}, what=what)
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, str]:
+    """Parse ``["k=v", ...]`` from ``--set`` into a dict (values stay strings)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (got {item!r})")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ----------------------------------------------------------------------------- config classes
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, and how it is split into train (members), holdout and test.
+
+    Args:
+        name: ``digits``, ``mnist5k``, ``sprites``, or a path to a ``.npz`` / IDX folder.
+        seed: fixes the stratified split.
+        holdout_fraction: share of the data kept out as non-members for the privacy audit.
+        test_fraction: share of the data used for test metrics.
+    """
+
+    name: str = "digits"
+    seed: int = 0
+    holdout_fraction: float = 0.2
+    test_fraction: float = 0.2
+
+    def __post_init__(self):
+        if not self.name:
+            raise ConfigError("dataset name must not be empty; try digits, mnist5k or sprites")
+        for key in ("holdout_fraction", "test_fraction"):
+            v = getattr(self, key)
+            if not 0 < v < 1:
+                raise ConfigError(f"{key} must be between 0 and 1 (got {v})")
+        if self.holdout_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                "holdout_fraction + test_fraction must leave at least 10% for training"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the one Trainer optimises any model.
+
+    Args:
+        epochs: passes over the train split; ``None`` takes the model's default for the dataset.
+        batch_size: samples per optimiser step.
+        lr: Adam learning rate.
+        seed: seeds initialisation, shuffling and sampling, so a run is reproducible.
+        device: ``auto`` picks cuda, then mps, then cpu.
+    """
+
+    epochs: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {self.batch_size})")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0 (got {self.lr})")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: the model and its settings, the data and the training.
+
+    ``model_config`` holds the model family's own dataclass (see ``genlab.models``).
+    """
+
+    model: str
+    model_config: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_config": to_dict(self.model_config),
+            "data": to_dict(self.data),
+            "train": to_dict(self.train),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        from genlab.models import model_config  # the registry imports this module
+
+        unknown = sorted(set(d) - {"model", "model_config", "data", "train"})
+        if unknown or "model" not in d:
+            raise ConfigError(f"not a run config (unexpected keys: {unknown or 'missing model'})")
+        return cls(
+            model=d["model"],
+            model_config=model_config(d["model"], d.get("model_config") or {}),
+            data=config_from_dict(DataConfig, d.get("data") or {}, what="data config"),
+            train=config_from_dict(TrainConfig, d.get("train") or {}, what="train config"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"run config is not valid JSON: {err}") from None
+
+    def config_hash(self) -> str:
+        """A stable hash of the full config: identical settings give the same hash."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def make_run_config(
+    model: str,
+    dataset: str = "digits",
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Assemble a validated :class:`RunConfig` from CLI-style settings.
+
+    ``overrides`` (from ``--set``) are routed to the model config first, then to the training
+    config (``lr``, ``batch_size``) and the data config (``holdout_fraction``, ...); a key none
+    of them has raises a ConfigError that lists every settable key.
+    """
+    from genlab.models import model_config, model_entry
+
+    cls, config_cls = model_entry(model)
+    # --set keys go to the model first, then to the few training and data settings that are
+    # not already flags of their own (epochs, seed, device and dataset are).
+    owners = {
+        "model": [f.name for f in dataclasses.fields(config_cls) if f.init],
+        "train": ["lr", "batch_size"],
+        "data": ["holdout_fraction", "test_fraction"],
+    }
+    groups: dict[str, dict[str, Any]] = {g: {} for g in owners}
+    for key, value in (overrides or {}).items():
+        group = next((g for g, keys in owners.items() if key in keys), None)
+        if group is None:
+            settable = [k for keys in owners.values() for k in keys]
+            raise ConfigError(
+                f"model {model!r} has no setting {key!r}; settable keys: {', '.join(settable)}"
+            )
+        groups[group][key] = value
+    mcfg = model_config(model, groups["model"])
+    data = config_from_dict(
+        DataConfig, {"name": dataset, "seed": seed, **groups["data"]}, what="data config"
+    )
+    if epochs is None:
+        epochs = cls.default_epochs(dataset)
+    train = config_from_dict(
+        TrainConfig,
+        {
+            "epochs": epochs,
+            "seed": seed,
+            "device": device,
+            **cls.default_train_settings(dataset),
+            **groups["train"],
+        },
+        what="train config",
+    )
+    return RunConfig(model=model, model_config=mcfg, data=data, train=train)

@@ -1,0 +1,199 @@
+"""Running a stored run: in the foreground (``genlab train``) or in a background worker process.
+
+Training never runs inside a Streamlit script run. The dashboard calls :func:`submit`, which
+records a queued run and starts ``python -m genlab.jobs RUN`` as its own process session, so the
+job survives a closed tab or a restarted server. Workers write their progress to the store; pages
+poll it. One device runs one job at a time by default (``GENLAB_JOBS_PER_DEVICE`` raises that):
+a worker waits for a file lock on its device, and the run stays ``queued`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from genlab.checkpoint import WEIGHTS_FILE, save_weights
+from genlab.config import RunConfig
+from genlab.errors import GenlabError, TrainingCancelled
+from genlab.runs import RunStore
+from genlab.train import Callback, Trainer, TrainResult, resolve_device, train_run
+from genlab.viz import image_grid, save_png
+
+try:  # POSIX file locks serialise jobs per device; without them (Windows) jobs run at once.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+SAMPLE_GRID = "samples.png"
+
+
+class StoreCallback(Callback):
+    """Writes epoch metrics and progress to the store, and stops the run when it is cancelled."""
+
+    def __init__(self, store: RunStore, run_id: str, *, check_every: float = 0.5):
+        self.store, self.run_id, self.check_every = store, run_id, check_every
+        self._last = 0.0
+
+    def _check_cancel(self) -> None:
+        if self.store.cancel_requested(self.run_id):
+            raise TrainingCancelled(f"run {self.run_id} was cancelled")
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.check_every:
+            self._last = now
+            self._check_cancel()
+            self.store.set_progress(self.run_id, step / max(trainer.total_steps, 1))
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self.store.log(
+            self.run_id,
+            epoch=epoch,
+            step=trainer.step,
+            metrics=metrics,
+            progress=trainer.step / max(trainer.total_steps, 1),
+        )
+        self._check_cancel()
+
+
+def write_artifacts(store: RunStore, run_id: str, cfg: RunConfig, model) -> Path:
+    """Config, weights and a sample grid in the run's folder."""
+    folder = store.artifacts_dir(run_id)
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    save_weights(model, folder / WEIGHTS_FILE)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    save_png(image_grid(model.sample(64, generator=gen), nrow=8, scale=2), folder / SAMPLE_GRID)
+    return folder
+
+
+def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train a stored run to the end and record the outcome (finished, cancelled or failed)."""
+    info = store.get(run_id)
+    cfg = RunConfig.from_dict(info.config)
+    store.claim(run_id, pid=os.getpid())
+    try:
+        model, result = train_run(cfg, callbacks=[StoreCallback(store, run_id), *callbacks])
+        write_artifacts(store, run_id, cfg, model)
+        store.finish(run_id, summary={**result.summary(), "params": model.num_params()})
+        return result
+    except (TrainingCancelled, KeyboardInterrupt):
+        store.mark_cancelled(run_id)
+        raise
+    except BaseException as err:
+        store.fail(
+            run_id, f"{type(err).__name__}: {err}" if not isinstance(err, GenlabError) else str(err)
+        )
+        raise
+
+
+# ------------------------------------------------------------------------------- background
+def jobs_per_device() -> int:
+    return max(1, int(os.environ.get("GENLAB_JOBS_PER_DEVICE", "1")))
+
+
+@contextlib.contextmanager
+def device_slot(store: RunStore, run_id: str, device: str, *, poll: float = 0.5) -> Iterator[None]:
+    """Wait for a free job slot on ``device``; give up if the run is cancelled meanwhile."""
+    if fcntl is None:
+        yield
+        return
+    lock_dir = store.home / "locks"
+    lock_dir.mkdir(exist_ok=True)
+    handles = [open(lock_dir / f"{device}-{i}.lock", "w") for i in range(jobs_per_device())]
+    try:
+        while True:
+            for fh in handles:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                return
+            if store.cancel_requested(run_id):
+                raise TrainingCancelled(f"run {run_id} was cancelled while queued")
+            time.sleep(poll)
+    finally:
+        for fh in handles:
+            fh.close()
+
+
+def submit(store: RunStore, cfg: RunConfig, *, owner: str | None = None) -> str:
+    """Queue a run and start its background worker process; returns the run id at once."""
+    run_id = store.create_run(
+        model=cfg.model,
+        dataset=cfg.data.name,
+        config=cfg.to_dict(),
+        owner=owner,
+        config_hash=cfg.config_hash(),
+    )
+    log = open(store.artifacts_dir(run_id) / "worker.log", "ab")
+    env = {**os.environ, "GENLAB_HOME": str(store.home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genlab.jobs", run_id],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    store.set_pid(run_id, proc.pid)
+    # Reap the child when it ends, so a finished worker never lingers as a zombie.
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return run_id
+
+
+def cancel(store: RunStore, run_id: str) -> str:
+    """Ask a queued or running job to stop; returns the run's status at the time of asking."""
+    return store.request_cancel(run_id)
+
+
+def wait(store: RunStore, run_id: str, *, timeout: float = 600, poll: float = 0.25) -> str:
+    """Block until the run leaves queued/running; returns its final status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = store.get(run_id).status
+        if status not in ("queued", "running"):
+            return status
+        time.sleep(poll)
+    raise TimeoutError(f"run {run_id} still {status} after {timeout:.0f} s")
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """Entry point of a background worker: ``python -m genlab.jobs RUN_ID``."""
+    parser = argparse.ArgumentParser(prog="python -m genlab.jobs")
+    parser.add_argument("run_id")
+    args = parser.parse_args(argv)
+    store = RunStore(recover=False)
+    info = store.get(args.run_id)
+    try:
+        device = resolve_device(RunConfig.from_dict(info.config).train.device).type
+        with device_slot(store, args.run_id, device):
+            execute_run(store, args.run_id)
+    except TrainingCancelled:
+        if store.get(args.run_id).status != "cancelled":
+            store.mark_cancelled(args.run_id)
+        return 0
+    except Exception as err:  # recorded by execute_run; record it here if it failed earlier
+        if store.get(args.run_id).status in ("queued", "running"):
+            store.fail(args.run_id, str(err))
+        print(f"genlab worker: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

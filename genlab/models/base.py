@@ -1,0 +1,117 @@
+"""The model contract every generative family implements (see DESIGN.md, "The model contract").
+
+A model is an ``nn.Module`` built from its frozen config dataclass plus the data's shape and number
+of classes. The Trainer, the privacy wrapper, the evaluators and the pages talk to models only
+through the methods below, so none of them needs code per family.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every registered model.
+
+    Subclasses must implement :meth:`loss` and :meth:`sample`; the rest has sensible defaults.
+    Images are float tensors in [0, 1] shaped (B, C, H, W); losses are in nats per image.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    has_latent: ClassVar[bool] = False
+    has_likelihood: ClassVar[bool] = False
+    conditional: ClassVar[bool] = False
+
+    def __init__(self, config: Any, *, shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.config = config
+        self.shape = tuple(shape)
+        self.num_classes = num_classes
+
+    # ------------------------------------------------------------------ defaults per dataset
+    @classmethod
+    def default_epochs(cls, dataset: str) -> int:
+        """Epochs used when the user gives none; a family tunes these to its own speed."""
+        return 30
+
+    @classmethod
+    def default_train_settings(cls, dataset: str) -> dict[str, Any]:
+        """Training settings (``batch_size``, ``lr``) a family prefers; the user can override."""
+        return {}
+
+    # ------------------------------------------------------------------ training
+    def loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The per-sample training loss, shape (B,). DP clipping needs per-sample values."""
+        raise NotImplementedError
+
+    def eval_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The per-sample loss reported as train/test loss (defaults to :meth:`loss`)."""
+        return self.loss(x, y)
+
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.parameters(), lr=lr)]
+
+    def train_step(
+        self, x: Tensor, y: Tensor | None, optimizers: list[torch.optim.Optimizer]
+    ) -> dict[str, Tensor]:
+        """One update; returns detached scalars (not floats, so the GPU is never synced here).
+
+        Families whose update is more than one loss (the GAN) override this.
+        """
+        (opt,) = optimizers
+        opt.zero_grad(set_to_none=True)
+        loss = self.loss(x, y).mean()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach()}
+
+    def private_modules(self) -> nn.Module:
+        """The submodules that see real data and so need DP (the whole model by default)."""
+        return self
+
+    # ------------------------------------------------------------------ generation and scores
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` images in [0, 1], shape (n, C, H, W); reproducible for a seeded generator."""
+        raise NotImplementedError
+
+    def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Membership score per sample: higher means "looks more like a training member"."""
+        return -self.eval_loss(x, y)
+
+    def explain_target(self, x: Tensor) -> Tensor:
+        """One differentiable, deterministic scalar per sample, the default target for Captum."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class LatentModel(GenerativeModel):
+    """A model with a latent space: traversals, interpolation and latent maps work for it."""
+
+    has_latent: ClassVar[bool] = True
+    latent_dim: int
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latent codes (B, latent_dim) to images in [0, 1]."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Images to latent codes (B, latent_dim): the posterior mean where there is an encoder."""
+        raise NotImplementedError
+
+    def prior_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.prior_sample(n, generator=generator))

@@ -1,0 +1,223 @@
+"""One Trainer for every model: device, seeding, the loop, and callbacks.
+
+The loop has no I/O of its own. Progress bars, writing to the run store, checkpoints and the
+cancel check are callbacks (``on_train_start``, ``on_step_end``, ``on_epoch_end``,
+``on_train_end``), in the manner of minGPT's generic trainer. The data stays on the device as one
+tensor and is sliced into batches, which on small images is much faster than a DataLoader.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genlab.config import RunConfig, TrainConfig
+from genlab.data import DataSplits, Split, load_dataset
+from genlab.errors import ConfigError
+from genlab.models import GenerativeModel, build
+
+EVAL_SEED = 2024  # fixes the noise of stochastic losses (the VAE's z) in every evaluation
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device cuda was asked for, but no CUDA GPU is available; use --device auto"
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("device mps was asked for, but it is not available; use --device auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Callback:
+    """Hooks the Trainer calls; override the ones you need. Raising stops training."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, Tensor]) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    steps: int
+    train_loss: float
+    test_loss: float
+    seconds: float
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "train_loss": self.train_loss,
+            "test_loss": self.test_loss,
+            "train_seconds": self.seconds,
+            "device": self.device,
+        }
+
+
+def _fits_on(device: torch.device, nbytes: int) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < 0.25 * free
+
+
+class Trainer:
+    """Trains any registered model on a :class:`~genlab.data.DataSplits`.
+
+    Args:
+        model: a model from :func:`genlab.models.build` (moved to the device here).
+        config: the training settings.
+        callbacks: called in order at each hook.
+    """
+
+    def __init__(
+        self, model: GenerativeModel, config: TrainConfig, *, callbacks: Sequence[Callback] = ()
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.callbacks = list(callbacks)
+        self.optimizers = model.configure_optimizers(config.lr)
+        self.epoch = 0
+        self.step = 0
+        self.total_steps = 0
+        self.history: list[dict[str, float]] = []
+
+    # ---------------------------------------------------------------- data
+    def _to_device(self, split: Split) -> tuple[Tensor, Tensor]:
+        nbytes = split.x.element_size() * split.x.nelement()
+        if _fits_on(self.device, nbytes):
+            return split.x.to(self.device), split.y.to(self.device)
+        return split.x, split.y  # moved batch by batch instead
+
+    def batches(
+        self, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled batches of one epoch; the last one may be smaller."""
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for i in range(0, len(x), self.config.batch_size):
+            idx = order[i : i + self.config.batch_size]
+            yield (
+                x[idx].to(self.device, non_blocking=True),
+                y[idx].to(self.device, non_blocking=True),
+            )
+
+    @torch.no_grad()
+    def evaluate_loss(self, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
+        """Mean per-sample :meth:`eval_loss` over a split, with fixed noise."""
+        was_training = self.model.training
+        self.model.eval()
+        total = 0.0
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(EVAL_SEED)
+            for i in range(0, len(x), batch_size):
+                xb = x[i : i + batch_size].to(self.device)
+                yb = y[i : i + batch_size].to(self.device)
+                total += float(self.model.eval_loss(xb, yb).sum())
+        self.model.train(was_training)
+        return total / max(len(x), 1)
+
+    # ---------------------------------------------------------------- loop
+    def fit(self, data: DataSplits) -> TrainResult:
+        cfg = self.config
+        if cfg.batch_size > len(data.train):
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is larger than the train split "
+                f"({len(data.train)} images)"
+            )
+        x, y = self._to_device(data.train)
+        xt, yt = self._to_device(data.test)
+        steps_per_epoch = -(-len(x) // cfg.batch_size)
+        self.total_steps = steps_per_epoch * cfg.epochs
+        shuffle = torch.Generator().manual_seed(cfg.seed)
+        start = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        self.model.train()
+        train_loss = test_loss = float("nan")
+        for epoch in range(1, cfg.epochs + 1):
+            self.epoch = epoch
+            sums: dict[str, Tensor] = {}
+            n_batches = 0
+            for xb, yb in self.batches(x, y, shuffle):
+                metrics = self.model.train_step(xb, yb, self.optimizers)
+                self.step += 1
+                n_batches += 1
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                for cb in self.callbacks:
+                    cb.on_step_end(self, self.step, metrics)
+            epoch_metrics = {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
+            train_loss = epoch_metrics.get("train_loss", float("nan"))
+            test_loss = self.evaluate_loss(xt, yt)
+            epoch_metrics.update(test_loss=test_loss, seconds=time.perf_counter() - start)
+            self.history.append({"epoch": epoch, "step": self.step, **epoch_metrics})
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, epoch_metrics)
+        self.model.eval()
+        result = TrainResult(
+            epochs=cfg.epochs,
+            steps=self.step,
+            train_loss=train_loss,
+            test_loss=test_loss,
+            seconds=time.perf_counter() - start,
+            device=str(self.device),
+            history=self.history,
+        )
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+
+def prepare_run(cfg: RunConfig) -> tuple[GenerativeModel, DataSplits]:
+    """Load the data and build the model, seeded by the run's seed."""
+    d = cfg.data
+    data = load_dataset(
+        d.name, seed=d.seed, holdout_fraction=d.holdout_fraction, test_fraction=d.test_fraction
+    )
+    seed_everything(cfg.train.seed)
+    model = build(
+        cfg.model, shape=data.shape, num_classes=data.num_classes, config=cfg.model_config
+    )
+    return model, data
+
+
+def train_run(
+    cfg: RunConfig, *, callbacks: Sequence[Callback] = ()
+) -> tuple[GenerativeModel, TrainResult]:
+    """Train the model a :class:`RunConfig` describes; the pure core of ``genlab train``."""
+    model, data = prepare_run(cfg)
+    if cfg.train.epochs is None:
+        raise ConfigError("epochs must be set (make_run_config fills in the model's default)")
+    result = Trainer(model, cfg.train, callbacks=callbacks).fit(data)
+    return model, result
