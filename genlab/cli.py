@@ -49,6 +49,7 @@ def _print_json(obj: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from genlab.jobs import execute_run
     from genlab.progress import ProgressBar
+    from genlab.train import check_run
 
     cfg = make_run_config(
         args.model,
@@ -58,6 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=parse_set_options(args.set),
     )
+    check_run(cfg)  # bad data or settings fail here, before a run is recorded
     store = RunStore()
     run_id = store.create_run(
         model=cfg.model, dataset=cfg.data.name, config=cfg.to_dict(), config_hash=cfg.config_hash()

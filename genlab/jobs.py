@@ -26,7 +26,7 @@ from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
 from genlab.runs import RunStore
-from genlab.train import Callback, Trainer, TrainResult, resolve_device, train_run
+from genlab.train import Callback, Trainer, TrainResult, check_run, resolve_device, train_run
 from genlab.viz import image_grid, save_png
 
 try:  # POSIX file locks serialise jobs per device; without them (Windows) jobs run at once.
@@ -131,7 +131,12 @@ def device_slot(store: RunStore, run_id: str, device: str, *, poll: float = 0.5)
 
 
 def submit(store: RunStore, cfg: RunConfig, *, owner: str | None = None) -> str:
-    """Queue a run and start its background worker process; returns the run id at once."""
+    """Queue a run and start its background worker process; returns the run id at once.
+
+    Raises:
+        GenlabError: the data cannot be loaded or a setting does not fit it; no run is created.
+    """
+    check_run(cfg)
     run_id = store.create_run(
         model=cfg.model,
         dataset=cfg.data.name,

@@ -150,11 +150,6 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def fit(self, data: DataSplits) -> TrainResult:
         cfg = self.config
-        if cfg.batch_size > len(data.train):
-            raise ConfigError(
-                f"batch_size {cfg.batch_size} is larger than the train split "
-                f"({len(data.train)} images)"
-            )
         x, y = self._to_device(data.train)
         xt, yt = self._to_device(data.test)
         steps_per_epoch = -(-len(x) // cfg.batch_size)
@@ -199,12 +194,28 @@ class Trainer:
         return result
 
 
-def prepare_run(cfg: RunConfig) -> tuple[GenerativeModel, DataSplits]:
-    """Load the data and build the model, seeded by the run's seed."""
+def check_run(cfg: RunConfig) -> DataSplits:
+    """Load the run's data (memoised) and check the settings against it, before any run exists.
+
+    Raises:
+        DataError: the dataset cannot be loaded.
+        ConfigError: a setting does not fit the data (a batch larger than the train split).
+    """
     d = cfg.data
     data = load_dataset(
         d.name, seed=d.seed, holdout_fraction=d.holdout_fraction, test_fraction=d.test_fraction
     )
+    if cfg.train.batch_size > len(data.train):
+        raise ConfigError(
+            f"batch_size {cfg.train.batch_size} is larger than the train split of "
+            f"{d.name} ({len(data.train)} images)"
+        )
+    return data
+
+
+def prepare_run(cfg: RunConfig) -> tuple[GenerativeModel, DataSplits]:
+    """Load the data and build the model, seeded by the run's seed."""
+    data = check_run(cfg)
     seed_everything(cfg.train.seed)
     model = build(
         cfg.model, shape=data.shape, num_classes=data.num_classes, config=cfg.model_config

@@ -1,0 +1,96 @@
+"""Background jobs: real worker processes, cancelling, queueing, and a worker killed mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genlab import jobs
+from genlab.checkpoint import WEIGHTS_FILE, load_run_model
+from genlab.config import make_run_config
+from genlab.runs import RunStore
+from genlab.viz import image_grid
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_HOME", str(tmp_path))
+    return RunStore(tmp_path)
+
+
+def _wait_for(store, run_id, predicate, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = store.get(run_id)
+        if predicate(info):
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"{run_id} never reached the state; last: {info.status}")
+
+
+def test_background_run_finishes_with_artifacts_and_reloads(store):
+    cfg = make_run_config("vae", "digits", epochs=3, seed=4)
+    run_id = jobs.submit(store, cfg)
+    assert store.get(run_id).status in ("queued", "running")
+    assert jobs.wait(store, run_id, timeout=120) == "finished"
+    info = store.get(run_id)
+    assert info.progress == 1.0 and info.summary["epochs"] == 3
+    assert [h["epoch"] for h in store.history(run_id)] == [1, 2, 3]
+    folder = store.artifacts_dir(run_id)
+    for name in ("config.json", WEIGHTS_FILE, jobs.SAMPLE_GRID):
+        assert (folder / name).is_file()
+    # weights reload into a fresh model and give the very samples the worker drew
+    model, loaded_cfg, _ = load_run_model(store, run_id)
+    assert loaded_cfg == cfg
+    grid = image_grid(model.sample(64, generator=torch.Generator().manual_seed(4)), nrow=8, scale=2)
+    assert np.array_equal(grid, np.asarray(Image.open(folder / jobs.SAMPLE_GRID)))
+
+
+def test_cancel_a_running_job(store):
+    run_id = jobs.submit(store, make_run_config("vae", "digits", epochs=500))
+    _wait_for(store, run_id, lambda i: i.status == "running" and i.progress > 0)
+    assert jobs.cancel(store, run_id) == "running"
+    assert jobs.wait(store, run_id, timeout=30) == "cancelled"
+    assert store.get(run_id).progress < 1
+
+
+def test_jobs_queue_one_per_device_and_a_queued_job_can_be_cancelled(store):
+    first = jobs.submit(store, make_run_config("vae", "digits", epochs=500))
+    _wait_for(store, first, lambda i: i.status == "running")
+    second = jobs.submit(store, make_run_config("vae", "digits", epochs=2, seed=1))
+    time.sleep(2.0)
+    assert store.get(second).status == "queued"  # waits for the device
+    assert jobs.cancel(store, second) == "queued"
+    assert jobs.wait(store, second, timeout=30) == "cancelled"
+    assert store.get(first).status == "running"
+    jobs.cancel(store, first)
+    assert jobs.wait(store, first, timeout=30) == "cancelled"
+
+
+def test_killed_worker_is_marked_failed_and_others_are_intact(store):
+    done = jobs.submit(store, make_run_config("vae", "digits", epochs=1))
+    assert jobs.wait(store, done, timeout=60) == "finished"
+    victim = jobs.submit(store, make_run_config("vae", "digits", epochs=500, seed=2))
+    info = _wait_for(store, victim, lambda i: i.status == "running" and i.progress > 0)
+    os.kill(info.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    reopened = RunStore(store.home)  # the next start of the store recovers
+    failed = reopened.get(victim)
+    assert failed.status == "failed"
+    assert str(info.pid) in failed.error
+    intact = reopened.get(done)
+    assert intact.status == "finished" and intact.summary == store.get(done).summary
+    assert (reopened.artifacts_dir(done) / WEIGHTS_FILE).is_file()
+
+
+def test_submit_refuses_bad_data_without_creating_a_run(store, tmp_path):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((30, 5), np.float32), y=np.zeros(30, np.int64))
+    with pytest.raises(Exception, match="images have shape"):
+        jobs.submit(store, make_run_config("vae", str(tmp_path / "bad.npz")))
+    assert store.list() == []
