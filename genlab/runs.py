@@ -9,8 +9,6 @@ liveness by pid *and* process start time, so a reused pid or an unreaped zombie 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from genlab.errors import RunNotFound, StoreError
 from genlab.paths import genlab_home
+from genlab.procs import process_stat
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -34,22 +33,6 @@ SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 10.0
 _STARTUP_GRACE_S = 30.0  # a queued run without a pid may have a worker that is still starting
 _JSON_FIELDS = ("config", "record", "summary")
-_CSV_FIELDS = (
-    "id",
-    "model",
-    "dataset",
-    "status",
-    "created",
-    "updated",
-    "started",
-    "finished",
-    "progress",
-    "error",
-    "owner",
-    "pid",
-    "cancel_requested",
-    "config_hash",
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -106,22 +89,12 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "data"
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, starttime)`` from ``/proc/<pid>/stat``, or None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return fields[0], int(fields[19])  # fields 3 (state) and 22 (starttime) of proc(5)
-
-
 def _worker_alive(row: sqlite3.Row, now: float) -> bool:
     """Whether the run's worker lives: its pid exists, started when recorded and is no zombie."""
     if row["pid"] is None:  # a queued run's worker may still be starting
         return row["status"] == "queued" and now - row["created"] < _STARTUP_GRACE_S
     if Path("/proc/self/stat").exists():
-        stat = _proc_stat(row["pid"])  # a start-time mismatch means the pid was reused
+        stat = process_stat(row["pid"])  # a start-time mismatch means the pid was reused
         return stat is not None and stat[0] not in "ZX" and row["pid_start"] in (None, stat[1])
     try:  # no /proc (macOS): existence is all we can check
         os.kill(row["pid"], 0)
@@ -295,7 +268,7 @@ class RunStore:
     def claim(self, run_id: str, *, pid: int | None = None) -> None:
         """Mark an active run running in process ``pid`` (default: this one), else StoreError."""
         pid = os.getpid() if pid is None else pid
-        stat = _proc_stat(pid)
+        stat = process_stat(pid)
         with self._connect(write=True) as conn:
             row = self._row(conn, run_id)
             if row["status"] not in ACTIVE:
@@ -311,7 +284,7 @@ class RunStore:
 
     def set_pid(self, run_id: str, pid: int) -> None:
         """Record the worker process that owns a queued run."""
-        stat = _proc_stat(pid)
+        stat = process_stat(pid)
         self._update(run_id, pid=pid, pid_start=stat[1] if stat else None)
 
     def log(
@@ -418,37 +391,7 @@ class RunStore:
         return failed
 
     def export(self, fmt: str = "json") -> str:
-        """All runs as text: ``"json"`` (an array of run dicts) or ``"csv"`` (one row per run).
+        """All runs as CSV or JSON text (see :func:`genlab.export.export_runs`)."""
+        from genlab.export import export_runs
 
-        CSV columns are the run fields, then ``config.<key>`` (nested keys joined by dots),
-        ``summary.<key>`` and ``<block>.<key>`` for each record block (e.g. ``performance.fd``).
-        """
-        if fmt not in ("csv", "json"):
-            raise StoreError(f"unknown export format '{fmt}'; use csv or json")
-        runs = self.list()
-        if fmt == "json":
-            return json.dumps([run.to_dict() for run in runs], indent=2)
-        rows, columns = [], dict.fromkeys(_CSV_FIELDS)
-        for run in runs:
-            row = {name: getattr(run, name) for name in _CSV_FIELDS}
-            row.update(_flatten(run.config, "config."))
-            row.update(_flatten(run.summary, "summary."))
-            row.update(_flatten(run.record, ""))
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
-
-
-def _flatten(values: dict, prefix: str) -> dict:
-    """``{"a": {"b": 1}, "c": [1]}`` -> ``{"<prefix>a.b": 1, "<prefix>c": "[1]"}``."""
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return flat
+        return export_runs(self.list(), fmt)
