@@ -18,6 +18,10 @@ from genlab.errors import GenlabError
 from genlab.runs import RunInfo, RunStore
 
 EXIT_BAD_INPUT = 2
+FD_NOTE = (
+    "fd is the Frechet distance in the features of genlab's own reference classifier, not "
+    "Inception: it cannot be compared with published FID figures."
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +70,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     callbacks = [] if args.quiet else [ProgressBar(desc=run_id)]
     execute_run(store, run_id, callbacks=callbacks)
+    if args.evaluate:
+        from genlab.evaluate import evaluate_run
+
+        evaluate_run(store, run_id)
     info = store.get(run_id)
     if args.json:
         _print_json(run_json(info))
@@ -76,6 +84,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"train loss {s['train_loss']:.2f}, test loss {s['test_loss']:.2f} nats/image"
         )
         print(f"artifacts: {store.artifacts_dir(run_id)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from genlab.evaluate import evaluate_run
+
+    store = RunStore()
+    run_id = store.get(args.run).id
+    record = evaluate_run(store, run_id)
+    if args.json:
+        _print_json(run_json(store.get(run_id)))
+    else:
+        for block, values in record.items():
+            print(f"{block}:")
+            for key, value in values.items():
+                shown = f"{value:.4g}" if isinstance(value, float) else value
+                print(f"  {key:<20} {shown}")
+        print(FD_NOTE)
     return 0
 
 
@@ -150,9 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a model setting (e.g. latent_dim=8, beta=4) or lr / batch_size",
     )
+    t.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="fill the record's performance and cost blocks after training",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="fill a finished run's record (performance, cost)",
+        description="Compute a finished run's record. " + FD_NOTE,
+    )
+    e.add_argument("run", help="a run id or a unique prefix of one")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("runs", help="list, show, export or delete stored runs")
     rs = r.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)

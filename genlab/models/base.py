@@ -7,10 +7,13 @@ through the methods below, so none of them needs code per family.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+ProgressFn = Callable[[int, int], None]  # (done, total)
 
 
 class GenerativeModel(nn.Module):
@@ -75,9 +78,38 @@ class GenerativeModel(nn.Module):
 
     # ------------------------------------------------------------------ generation and scores
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` images in [0, 1], shape (n, C, H, W); reproducible for a seeded generator."""
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Tensor:
+        """``n`` images in [0, 1], shape (n, C, H, W); reproducible for a seeded generator.
+
+        Slow samplers (PixelCNN) call ``progress(done, total)`` as they go, so pages can show a
+        progress bar; one-shot samplers may ignore it.
+        """
         raise NotImplementedError
+
+    def sample_with_labels(
+        self, n: int, *, generator: torch.Generator | None = None, labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Conditional models only: images and the class each was generated for (for CAS)."""
+        raise NotImplementedError(f"model {self.name!r} is not class-conditional")
+
+    def private_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Per-sample loss whose gradient reaches :meth:`private_modules` from real data.
+
+        DP-SGD clips the gradient of this, sample by sample. It is the training loss for models
+        that train one network; the GAN overrides it with its discriminator loss.
+        """
+        return self.loss(x, y)
+
+    def nll(self, x: Tensor, *, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Per-sample negative log-likelihood in nats (or an upper bound on it, using ``k``
+        importance samples where the likelihood is not exact); only for ``has_likelihood``."""
+        raise NotImplementedError(f"model {self.name!r} has no likelihood")
 
     def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Membership score per sample: higher means "looks more like a training member"."""
@@ -113,5 +145,11 @@ class LatentModel(GenerativeModel):
         return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Tensor:
         return self.decode(self.prior_sample(n, generator=generator))

@@ -191,6 +191,29 @@ class VAE(LatentModel):
         rec, kl = self._terms(x, z_mode="mean")
         return -(rec + kl)
 
+    @torch.no_grad()
+    def nll(self, x: Tensor, *, k: int = 64, generator: torch.Generator | None = None) -> Tensor:
+        """The importance-weighted bound on -log p(x) (Burda et al. 2016) with ``k`` samples.
+
+        log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); the bound
+        tightens as k grows and equals the ELBO at k = 1.
+        """
+        mu, logvar = self.posterior(x)
+        std = (0.5 * logvar).exp()
+        eps = torch.randn((k, *mu.shape), generator=generator).to(mu.device)
+        z = mu + eps * std  # (k, B, D)
+        logits = self.decoder_logits(z.flatten(0, 1)).view(k, len(x), *x.shape[1:])
+        log_px_z = (
+            -F.binary_cross_entropy_with_logits(logits, x.expand(k, *x.shape), reduction="none")
+            .flatten(2)
+            .sum(2)
+        )
+        log_2pi = math.log(2 * math.pi)
+        log_pz = -0.5 * (z.pow(2) + log_2pi).sum(2)
+        log_qz = -0.5 * (eps.pow(2) + logvar + log_2pi).sum(2)
+        log_w = log_px_z + log_pz - log_qz
+        return -(torch.logsumexp(log_w, dim=0) - math.log(k))
+
     # ---------------------------------------------------------------- latent interface
     def encode(self, x: Tensor) -> Tensor:
         return self.posterior(x)[0]

@@ -1,0 +1,77 @@
+"""One call that fills a run's three-axis record (DESIGN.md, "The three-axis record").
+
+Today it fills ``performance`` and ``cost``; the interpretability and privacy blocks join through
+the same call as they are built. Sample counts and seeds are fixed and written into the record,
+so evaluating the same run twice gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from genlab.checkpoint import load_run_model
+from genlab.errors import StoreError
+from genlab.runs import RunStore
+
+N_GENERATED = 1000  # generated samples compared against the real test split
+EVAL_SEED = 0
+NLL_K = 16  # importance samples for the VAE's likelihood bound (see VAE.nll)
+
+
+def _samples_per_second(model, *, n: int = 256, repeats: int = 3) -> float:
+    """Best-of-``repeats`` sampling throughput, images per second, on the model's device."""
+    best = float("inf")
+    for i in range(repeats):
+        gen = torch.Generator().manual_seed(i)
+        start = time.perf_counter()
+        model.sample(n, generator=gen)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def cost_block(model, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the run cost: training time, sampling speed, size and device."""
+    return {
+        "train_seconds": summary.get("train_seconds"),
+        "samples_per_second": _samples_per_second(model),
+        "params": model.num_params(),
+        "device": summary.get("device"),
+    }
+
+
+def evaluate_run(
+    store: RunStore, run_id: str, *, n_generated: int = N_GENERATED, seed: int = EVAL_SEED
+) -> dict[str, dict[str, Any]]:
+    """Compute and store the record blocks of a finished run; returns the whole record.
+
+    Raises:
+        RunNotFound: no run has that id.
+        StoreError: the run has not finished (it has no weights to evaluate).
+    """
+    from genlab.fidelity import performance_block
+
+    info = store.get(run_id)
+    if info.status != "finished":
+        raise StoreError(
+            f"run {info.id} is {info.status}, not finished; evaluate it once it has finished"
+        )
+    model, cfg, data = load_run_model(store, info.id)
+    d = cfg.data
+    performance = performance_block(
+        model,
+        data,
+        n_generated=n_generated,
+        seed=seed,
+        split_seed=d.seed,
+        holdout_fraction=d.holdout_fraction,
+        test_fraction=d.test_fraction,
+        nll_k=NLL_K,
+    )
+    store.update_record(info.id, "performance", performance)
+    store.update_record(info.id, "cost", cost_block(model, info.summary))
+    return store.get(info.id).record
