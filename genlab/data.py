@@ -173,7 +173,14 @@ def _load_splits(
 
     def take(rows: np.ndarray) -> Split:  # fancy indexing copies, so no tensor aliases the cache
         arrays = (x, y) if factors is None else (x, y, factors)
-        return Split(*(torch.from_numpy(a[rows]) for a in arrays), index=torch.from_numpy(rows))
+        # Row-major copies: a (N, 1, H, W) view of (N, H, W) data has channels-last strides, and
+        # Opacus's conv grad sampler then returns all-zero per-sample gradients (seen with
+        # opacus 1.6 / torch 2.13); tests/test_dp_ready.py guards this.
+        return Split(
+            *(torch.from_numpy(a[rows]).clone(memory_format=torch.contiguous_format)
+              for a in arrays),
+            index=torch.from_numpy(rows),
+        )
 
     train, holdout, test = (take(rows) for rows in parts)
     num_classes, shape = int(y.max()) + 1, tuple(x.shape[1:])

@@ -378,3 +378,11 @@ def test_split_indices_sizes_and_order():
 
 def test_dataset_names():
     assert data.dataset_names() == ["digits", "mnist5k", "sprites"]
+
+
+@pytest.mark.parametrize("name", ["digits", "sprites"])
+def test_images_are_row_major(name):
+    # channels-last strides make Opacus's conv grad sampler return zero per-sample gradients
+    x = load_dataset(name).train.x
+    n, c, h, w = x.shape
+    assert x.stride() == (c * h * w, h * w, w, 1)

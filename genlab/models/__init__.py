@@ -8,6 +8,8 @@ import the module at the bottom of this file.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 import typing
 from typing import Any
 
@@ -126,8 +128,14 @@ def _docstring_args(doc: str) -> dict[str, str]:
     return out
 
 
-# Each family registers itself on import.
-from genlab.models import vae  # noqa: E402,F401
+def _import_families() -> None:
+    """Import every module in this package: each family registers itself on import."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_families()
 
 __all__ = [
     "MODELS",
