@@ -8,8 +8,11 @@ import torch
 
 from genlab.data import load_dataset
 from genlab.models import MODELS, build
-from genlab.privacy import (per_sample_gradients, per_sample_gradients_by_loop,
-                            validate_private_modules)
+from genlab.privacy import (
+    per_sample_gradients,
+    per_sample_gradients_by_loop,
+    validate_private_modules,
+)
 from genlab.train import seed_everything
 
 
@@ -45,7 +48,9 @@ def test_per_sample_gradients_match_one_at_a_time(name, digits, monkeypatch):
     assert batched.keys() == looped.keys() and batched
     for key in batched:
         a, b = batched[key], looped[key]
-        assert a.shape == b.shape == (6, *dict(model.private_modules().named_parameters())[key].shape)
+        assert (
+            a.shape == b.shape == (6, *dict(model.private_modules().named_parameters())[key].shape)
+        )
         rel = (a - b).norm() / b.norm().clamp_min(1e-12)
         assert rel < 1e-5, f"{key}: relative error {rel:.2e}"
 

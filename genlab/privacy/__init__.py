@@ -5,7 +5,10 @@ Only this package imports opacus. Today it checks that every model is ready for 
 membership audit arrive here next.
 """
 
-from genlab.privacy.readiness import (per_sample_gradients, per_sample_gradients_by_loop,
-                                      validate_private_modules)
+from genlab.privacy.readiness import (
+    per_sample_gradients,
+    per_sample_gradients_by_loop,
+    validate_private_modules,
+)
 
 __all__ = ["per_sample_gradients", "per_sample_gradients_by_loop", "validate_private_modules"]

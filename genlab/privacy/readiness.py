@@ -20,16 +20,18 @@ def _private_params(model: GenerativeModel) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.private_modules().named_parameters() if p.requires_grad}
 
 
-def per_sample_gradients(model: GenerativeModel, x: Tensor, y: Tensor | None = None,
-                         *, mode: str = "hooks") -> dict[str, Tensor]:
+def per_sample_gradients(
+    model: GenerativeModel, x: Tensor, y: Tensor | None = None, *, mode: str = "hooks"
+) -> dict[str, Tensor]:
     """Per-sample gradients of :meth:`private_loss` from Opacus's grad samplers.
 
     Returns:
         ``{parameter name: tensor (B, *param.shape)}`` over the private modules' parameters.
     """
     private = model.private_modules()
-    wrapped = GradSampleModule(private, batch_first=True, loss_reduction="sum",
-                               force_functorch=(mode == "functorch"))
+    wrapped = GradSampleModule(
+        private, batch_first=True, loss_reduction="sum", force_functorch=(mode == "functorch")
+    )
     try:
         model.zero_grad(set_to_none=True)
         model.private_loss(x, y).sum().backward()
@@ -41,14 +43,15 @@ def per_sample_gradients(model: GenerativeModel, x: Tensor, y: Tensor | None = N
             p.grad_sample = None
 
 
-def per_sample_gradients_by_loop(model: GenerativeModel, x: Tensor,
-                                 y: Tensor | None = None) -> dict[str, Tensor]:
+def per_sample_gradients_by_loop(
+    model: GenerativeModel, x: Tensor, y: Tensor | None = None
+) -> dict[str, Tensor]:
     """The same gradients computed one sample at a time: the reference to check against."""
     params = _private_params(model)
     rows: dict[str, list[Tensor]] = {n: [] for n in params}
     for i in range(len(x)):
         model.zero_grad(set_to_none=True)
-        model.private_loss(x[i:i + 1], None if y is None else y[i:i + 1]).sum().backward()
+        model.private_loss(x[i : i + 1], None if y is None else y[i : i + 1]).sum().backward()
         for n, p in params.items():
             rows[n].append(torch.zeros_like(p) if p.grad is None else p.grad.detach().clone())
     model.zero_grad(set_to_none=True)
