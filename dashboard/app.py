@@ -1,0 +1,19 @@
+"""genlab dashboard: the router. Run with ``streamlit run dashboard/app.py``.
+
+This file only declares the pages. Each page lives in ``views/`` and reaches genlab through
+``services.py``. The folder is deliberately not named ``pages/``: Streamlit treats a ``pages/``
+folder beside the entry script as an old-style multipage app, and a server whose first request
+is a sub-page URL (``/train``, ``/explore?run=...``) then runs that page without this router.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="genlab", layout="wide")
+
+pages = [
+    st.Page("views/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("views/explore.py", title="Explore", icon=":material/image_search:",
+            url_path="explore"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,60 @@
+"""Fixtures shared by the dashboard and browser tests (and usable by any test).
+
+``genlab_home`` gives one test an empty genlab home; ``trained_home`` trains one tiny VAE once per
+session, in-process, so the pages have a finished run to show.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARD = REPO / "dashboard"
+
+# The dashboard's pages `import services`, as `streamlit run dashboard/app.py` allows (Streamlit
+# puts the main script's folder on sys.path); AppTest does not, so the tests do.
+if str(DASHBOARD) not in sys.path:
+    sys.path.insert(0, str(DASHBOARD))
+
+
+@pytest.fixture
+def genlab_home(tmp_path, monkeypatch) -> Path:
+    """An empty temporary folder set as GENLAB_HOME for one test."""
+    home = tmp_path / "genlab_home"
+    home.mkdir()
+    monkeypatch.setenv("GENLAB_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory):
+    """A session-wide GENLAB_HOME holding one finished 2-epoch VAE on digits.
+
+    Yields:
+        ``(home, run_id)``. GENLAB_HOME points at ``home`` for the whole session (function-scoped
+        ``genlab_home`` overrides it for one test) and is restored afterwards.
+    """
+    from genlab import jobs
+    from genlab.config import make_run_config
+    from genlab.runs import RunStore
+
+    home = tmp_path_factory.mktemp("trained_home")
+    previous = os.environ.get("GENLAB_HOME")
+    os.environ["GENLAB_HOME"] = str(home)
+    try:
+        cfg = make_run_config("vae", "digits", epochs=2, seed=0)
+        store = RunStore(home)
+        run_id = store.create_run(model=cfg.model, dataset=cfg.data.name, config=cfg.to_dict(),
+                                  config_hash=cfg.config_hash())
+        jobs.execute_run(store, run_id)
+        assert store.get(run_id).status == "finished"
+        yield home, run_id
+    finally:
+        if previous is None:
+            os.environ.pop("GENLAB_HOME", None)
+        else:
+            os.environ["GENLAB_HOME"] = previous

@@ -1,0 +1,173 @@
+"""End to end: a real ``streamlit run`` server driven by a real headless Chromium (Playwright).
+
+The user's path: open Train, start a 3-epoch VAE on digits, watch it finish, follow the link to
+Explore and see images. Screenshots land in ``tests/artifacts/`` (gitignored) for a human to look
+at. Skipped with ``GENLAB_BROWSER_TESTS=0``; when enabled, a missing Chromium is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = os.environ.get("GENLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(os.environ.get("GENLAB_BROWSER_TESTS", "1") != "1",
+                       reason="browser tests are off (GENLAB_BROWSER_TESTS != 1)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"streamlit did not answer /_stcore/health in {timeout:.0f} s:\n"
+                f"{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A dashboard server on a free loopback port with an empty GENLAB_HOME; yields its URL."""
+    port, log = free_port(), tmp_path / "streamlit.log"
+    env = {**os.environ, "GENLAB_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    from genlab.runs import RunStore  # no worker may outlive the test
+
+    store = RunStore(tmp_path / "home", recover=False)
+    for run in store.list():
+        if run.status in ("queued", "running"):
+            from genlab import jobs
+
+            jobs.cancel(store, run.id)
+            jobs.wait(store, run.id, timeout=60)
+
+
+@pytest.fixture
+def browser_page():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install it (apt-get install chromium), "
+                    "set GENLAB_CHROMIUM to its path, or skip with GENLAB_BROWSER_TESTS=0")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            yield page
+        finally:
+            browser.close()
+
+
+def settle(page, timeout: float = 30) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_selector(IDLE, timeout=timeout * 1000)
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside stMain, so grow the viewport to fit it first."""
+    height = page.locator('[data-testid="stMain"]').evaluate("main => main.scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": max(1000, height)})
+    page.wait_for_timeout(300)  # let the layout settle at the new size
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def no_exceptions(page) -> None:
+    shown = page.locator('[data-testid="stException"]')
+    assert shown.count() == 0, shown.first.inner_text()
+
+
+def test_train_then_explore_in_a_real_browser(browser_page, server):
+    page = browser_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    page.goto(f"{server}/train")
+    settle(page)
+    no_exceptions(page)
+    # The first request of a fresh server is a sub-page: the router must still run.
+    assert page.locator('[data-testid="stSidebarNav"]').inner_text().split() == [
+        "home", "Home", "model_training", "Train", "image_search", "Explore"]
+    assert page.get_by_role("combobox", name="Dataset").input_value() == "digits"
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("3")
+    epochs.press("Tab")
+    page.get_by_role("button", name=re.compile("Start training")).click()
+    page.get_by_text(re.compile(r"Started run vae-digits-")).wait_for(timeout=30_000)
+
+    status = page.locator('[data-testid="stMetricValue"]').first
+    deadline = time.monotonic() + 90
+    while status.inner_text().strip() != "finished":
+        assert status.inner_text().strip() in ("queued", "running"), status.inner_text()
+        assert time.monotonic() < deadline, "the run did not finish within 90 s"
+        page.wait_for_timeout(500)
+    samples = page.locator('[data-testid="stImage"] img').first
+    samples.wait_for(state="visible", timeout=30_000)
+    settle(page)
+    assert page.get_by_text("3 / 3").count() == 1  # the epoch metric
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+    no_exceptions(page)
+    screenshot(page, "train.png")
+
+    page.get_by_text("Explore this run").click()
+    page.wait_for_url(re.compile(r"/explore\?run=vae-digits-"), timeout=30_000)
+    settle(page)
+    image = page.locator('[data-testid="stImage"] img').first
+    image.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                           arg=image.element_handle(), timeout=30_000)
+    assert image.evaluate("img => img.naturalWidth") >= 500  # 64 digits, scaled up
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    no_exceptions(page)
+    screenshot(page, "explore.png")
+
+    page.get_by_role("tab", name="Latent traversal").click()
+    traversal = page.locator('[data-testid="stImage"] img').filter(visible=True).first
+    traversal.wait_for(state="visible", timeout=30_000)
+    settle(page)
+    assert traversal.evaluate("img => img.naturalHeight") > 0
+    screenshot(page, "explore_traversal.png")
