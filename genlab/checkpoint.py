@@ -77,6 +77,6 @@ def load_run_model(store, run_id: str, *, device: str = "cpu"):
     if info.status != "finished":
         raise StoreError(f"run {info.id} is {info.status}, not finished, so it has no weights yet")
     cfg = RunConfig.from_dict(info.config)
-    model, data = prepare_run(cfg)
+    model, data = prepare_run(cfg, seed=False)
     load_weights(model, store.artifacts_dir(info.id) / WEIGHTS_FILE)
     return model.to(device).eval(), cfg, data

@@ -213,10 +213,16 @@ def check_run(cfg: RunConfig) -> DataSplits:
     return data
 
 
-def prepare_run(cfg: RunConfig) -> tuple[GenerativeModel, DataSplits]:
-    """Load the data and build the model, seeded by the run's seed."""
+def prepare_run(cfg: RunConfig, *, seed: bool = True) -> tuple[GenerativeModel, DataSplits]:
+    """Load the data and build the model, seeded by the run's seed.
+
+    Args:
+        seed: seed every generator first (for training); loading weights into the model
+            afterwards needs no seed, so a server that loads models leaves global RNGs alone.
+    """
     data = check_run(cfg)
-    seed_everything(cfg.train.seed)
+    if seed:
+        seed_everything(cfg.train.seed)
     model = build(
         cfg.model, shape=data.shape, num_classes=data.num_classes, config=cfg.model_config
     )
