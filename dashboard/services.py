@@ -26,6 +26,7 @@ from genlab import jobs
 from genlab.checkpoint import load_run_model
 from genlab.config import make_run_config
 from genlab.errors import ConfigError
+from genlab.fidelity import FD_NOTE  # noqa: F401  (shown by the pages)
 from genlab.interpret.latent import traverse
 from genlab.models import config_fields, model_entry, model_names
 from genlab.paths import genlab_home

@@ -15,13 +15,10 @@ from typing import Any
 
 from genlab.config import DEVICES, make_run_config, parse_set_options
 from genlab.errors import GenlabError
+from genlab.fidelity import FD_NOTE
 from genlab.runs import RunInfo, RunStore
 
 EXIT_BAD_INPUT = 2
-FD_NOTE = (
-    "fd is the Frechet distance in the features of genlab's own reference classifier, not "
-    "Inception: it cannot be compared with published FID figures."
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -179,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--evaluate",
         action="store_true",
-        help="fill the record's performance and cost blocks after training",
+        help="fill the record's performance and cost blocks after training (fd is measured in "
+        "the reference classifier's features, not Inception)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

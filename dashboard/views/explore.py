@@ -114,6 +114,17 @@ params.metric("Parameters", f"{run.summary.get('params', 0):,}")
 device.metric("Device", run.summary.get("device", "—"))
 seconds.metric("Train time", f"{run.summary.get('train_seconds', 0):.1f} s")
 
+performance = run.record.get("performance")
+if performance:
+    shown = [("FD", "fd", "{:.1f}"), ("Precision", "precision", "{:.2f}"),
+             ("Recall", "recall", "{:.2f}"), ("Coverage", "coverage", "{:.2f}"),
+             ("CAS", "cas", "{:.1%}"), ("NLL (bits/dim)", "nll_bpd", "{:.3f}")]
+    for col, (label, key, fmt) in zip(st.columns(len(shown)), shown):
+        value = performance.get(key)
+        col.metric(label, "—" if value is None else fmt.format(value))
+    st.caption(f"{services.FD_NOTE} CAS: accuracy on real test images of a classifier trained "
+               f"only on samples (real-data ceiling {performance.get('cas_real', 0):.1%}).")
+
 try:
     caps = services.capabilities(run_id)
     samples_tab, rec_tab, trav_tab = st.tabs(["Samples", "Reconstructions", "Latent traversal"])

@@ -22,7 +22,13 @@ from genlab.fidelity.reference import (
     train_classifier,
 )
 
+FD_NOTE = (
+    "fd is the Frechet distance in the features of genlab's own reference classifier, not "
+    "Inception: it cannot be compared with published FID figures."
+)
+
 __all__ = [
+    "FD_NOTE",
     "CAS_EPOCHS",
     "CODE_VERSION",
     "ReferenceCNN",

@@ -9,6 +9,11 @@ the samples of a batch. G upsamples with ``nn.Upsample`` + ``Conv2d`` like the V
 
 from __future__ import annotations
 
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +24,7 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError
 from genlab.models import register
 from genlab.models.base import LatentModel
-from genlab.models.vae import _downsample_sizes, _group_norm
+from genlab.models.vae import _downsample_sizes
 
 LOSSES = ("nonsaturating", "hinge")
 
@@ -35,12 +40,15 @@ class GANConfig:
         loss: ``nonsaturating`` (the original GAN loss with the usual generator trick) or
             ``hinge`` (the hinge loss of SAGAN / BigGAN).
         d_steps: discriminator updates per generator update.
+        ema: decay of the running average of the generator's weights that samples are drawn
+            from (smoother, more varied samples than the last step's generator); 0 turns it off.
     """
 
     latent_dim: int = 32
     channels: int = 16
     loss: str = field(default="nonsaturating", metadata={"choices": LOSSES})
     d_steps: int = 1
+    ema: float = 0.995
 
     def __post_init__(self):
         if self.latent_dim < 1:
@@ -57,6 +65,15 @@ class GANConfig:
                 f"d_steps must be at least 1 (got {self.d_steps}); it is the number of "
                 "discriminator updates per generator update"
             )
+        if not 0 <= self.ema < 1:
+            raise ConfigError(
+                f"ema must be in [0, 1) (got {self.ema}); 0.99 to 0.999 smooths, 0 turns it off"
+            )
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups; the group count must divide the channels."""
+    return nn.GroupNorm(math.gcd(8, channels), channels)
 
 
 class Discriminator(nn.Module):
@@ -73,17 +90,22 @@ class Discriminator(nn.Module):
         super().__init__()
         c, h, w = shape
         sizes = _downsample_sizes(h, w)
-        layers: list[nn.Module] = [nn.Conv2d(c, channels, 3, padding=1), nn.LeakyReLU(0.2)]
-        ch = channels
+        layers: list[nn.Module] = []
+        ch_in, ch = c, channels
+        if len(sizes) < 3:  # at most one halving (8x8): a full-resolution conv adds depth cheaply
+            layers += [nn.Conv2d(c, ch, 3, padding=1), nn.LeakyReLU(0.2)]
+            ch_in, ch = ch, ch * 2
+        # DCGAN's shape: a stride-2 conv per halving; no norm on a layer that sees raw pixels
         for _ in sizes[1:]:
             layers += [
-                nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1),
-                _group_norm(ch * 2),
+                nn.Conv2d(ch_in, ch, 4, stride=2, padding=1),
+                *([_group_norm(ch)] if layers else []),
                 nn.LeakyReLU(0.2),
             ]
-            ch *= 2
+            ch_in, ch = ch, ch * 2
+        self.width = ch_in  # channels of the last feature map, which the generator starts from
         fh, fw = sizes[-1]
-        layers += [nn.Flatten(), nn.Linear(ch * fh * fw, 1)]
+        layers += [nn.Flatten(), nn.Linear(ch_in * fh * fw, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,11 +115,11 @@ class Discriminator(nn.Module):
 class Generator(nn.Module):
     """Noise (B, latent_dim) to pixel logits (B, C, H, W): the discriminator run backwards."""
 
-    def __init__(self, shape: tuple[int, int, int], channels: int, latent_dim: int):
+    def __init__(self, shape: tuple[int, int, int], width: int, latent_dim: int):
         super().__init__()
         c, h, w = shape
         sizes = _downsample_sizes(h, w)
-        ch = channels * 2 ** (len(sizes) - 1)
+        ch = width  # the discriminator's deepest width, halved at each upsampling
         fh, fw = sizes[-1]
         self.start = (ch, fh, fw)
         self.fc = nn.Linear(latent_dim, ch * fh * fw)
@@ -105,16 +127,38 @@ class Generator(nn.Module):
         for size in reversed(sizes[:-1]):
             layers += [
                 nn.Upsample(size=size, mode="nearest"),
-                nn.Conv2d(ch, ch // 2, 3, padding=1),
-                _group_norm(ch // 2),
+                nn.Conv2d(ch, max(1, ch // 2), 3, padding=1),
+                _group_norm(max(1, ch // 2)),
                 nn.ReLU(),
             ]
-            ch //= 2
-        layers += [nn.Conv2d(ch, c, 3, padding=1)]
+            ch = max(1, ch // 2)
+        layers += [nn.Conv2d(ch, c, 3, padding=1)]  # a full-resolution layer draws the strokes
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(self.fc(z).view(-1, *self.start))
+
+
+@contextmanager
+def _public_pass(discriminator: nn.Module) -> Iterator[None]:
+    """Run D on fakes only, for the generator's update: nothing here touches real data.
+
+    D's parameters are frozen (no gradient is kept for them), and the forward/backward hooks
+    on its layers are set aside for the duration. Those hooks are how a DP wrapper such as
+    Opacus records per-sample gradients; a pass on fakes must not feed them (Opacus would
+    otherwise look for activations it never stored and fail), and it costs no privacy.
+    """
+    layers = list(discriminator.modules())
+    saved = [(m._forward_hooks, m._backward_hooks) for m in layers]
+    discriminator.requires_grad_(False)
+    try:
+        for m in layers:
+            m._forward_hooks, m._backward_hooks = OrderedDict(), OrderedDict()
+        yield
+    finally:
+        for m, (fwd, bwd) in zip(layers, saved, strict=True):
+            m._forward_hooks, m._backward_hooks = fwd, bwd
+        discriminator.requires_grad_(True)
 
 
 @register("gan", GANConfig)
@@ -130,8 +174,12 @@ class GAN(LatentModel):
     def __init__(self, config: GANConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)
         self.latent_dim = config.latent_dim
-        self.generator = Generator(shape, config.channels, config.latent_dim)
         self.discriminator = Discriminator(shape, config.channels)
+        self.generator = Generator(shape, self.discriminator.width, config.latent_dim)
+        # The running average of G's weights that samples come from. G is post-processing of
+        # the private D, and so is any average of its weights: it costs no privacy.
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self._ema_updates = 0
 
     @classmethod
     def default_epochs(cls, dataset: str) -> int:
@@ -156,7 +204,7 @@ class GAN(LatentModel):
 
     def _fakes(self, n: int, like: Tensor) -> Tensor:
         z = torch.randn(n, self.latent_dim, device=like.device, dtype=like.dtype)
-        return self.decode(z)
+        return torch.sigmoid(self.generator(z))  # the live generator, not its average
 
     def private_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """D's loss on real image i plus one fake from its own z_i, shape (B,).
@@ -193,17 +241,22 @@ class GAN(LatentModel):
             d_loss = self.private_loss(x, y).mean()  # exactly what DP-SGD clips per sample
             d_loss.backward()
             opt_d.step()
-        # G step: D is frozen so no gradient (and no Opacus activation) is kept for it.
-        self.discriminator.requires_grad_(False)
-        try:
+        with _public_pass(self.discriminator):
             opt_g.zero_grad(set_to_none=True)
             fake = self._fakes(len(x), x)
             g_loss = self._g_terms(self.discriminator(fake)).mean()
             g_loss.backward()
             opt_g.step()
-        finally:
-            self.discriminator.requires_grad_(True)
+        self._update_ema()
         return {"loss": d_loss.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * G; the decay warms up so early steps count."""
+        self._ema_updates += 1
+        decay = min(self.config.ema, (1 + self._ema_updates) / (10 + self._ema_updates))
+        ema, live = list(self.generator_ema.parameters()), list(self.generator.parameters())
+        torch._foreach_lerp_(ema, live, 1.0 - decay)
 
     def private_modules(self) -> nn.Module:
         return self.discriminator
@@ -217,4 +270,5 @@ class GAN(LatentModel):
         return self.discriminator(x)
 
     def decode(self, z: Tensor) -> Tensor:
-        return torch.sigmoid(self.generator(z))
+        """Images from the averaged generator (the live one when ``ema`` is 0)."""
+        return torch.sigmoid(self.generator_ema(z))
