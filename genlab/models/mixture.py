@@ -40,13 +40,14 @@ class MixtureConfig:
         components: number of mixture components K (prototype images).
         sample_mode: ``mean`` returns the chosen component's pixel probabilities (a clean,
             slightly blurred prototype); ``bernoulli`` draws every pixel from them (speckled).
-        init_spread: standard deviation of the random initial pixel logits; it breaks the
-            symmetry between components so they can specialise.
+        init_spread: standard deviation of each component's random initial offset (in logits)
+            from the shared base image; it breaks the symmetry so components can specialise.
+            Large values (around 1) let a few components grab all the images early.
     """
 
     components: int = 100
     sample_mode: str = field(default="mean", metadata={"choices": SAMPLE_MODES})
-    init_spread: float = 1.0
+    init_spread: float = 0.1
 
     def __post_init__(self):
         if self.components < 1:
@@ -65,6 +66,11 @@ class MixtureConfig:
 class BernoulliMixtureLayer(nn.Module):
     """Flattened images (B, D) to the joint log-probabilities log pi_k + log p(x | k), (B, K).
 
+    Component k's pixel logits are a shared image ``base`` plus its own ``offsets[k]``. The base
+    learns what every image has in common (the dark background) from every image at once, so a
+    component that no image favours yet still sits near the data and can win images later; with
+    free logits per component, gradient descent lets a few early winners take all the data.
+
     The parameters sit directly on this small module. Opacus has no hook for it, so it computes
     its per-sample gradients with functorch (vmap over the batch), which is exact here because
     row b of the output depends on row b of the input only.
@@ -73,13 +79,14 @@ class BernoulliMixtureLayer(nn.Module):
     def __init__(self, components: int, dim: int, init_spread: float):
         super().__init__()
         self.mix = nn.Parameter(torch.zeros(components))
-        self.pixels = nn.Parameter(torch.randn(components, dim) * (init_spread / LOGIT_SCALE))
+        self.base = nn.Parameter(torch.zeros(dim))
+        self.offsets = nn.Parameter(torch.randn(components, dim) * (init_spread / LOGIT_SCALE))
 
     def mixture_log_weights(self) -> Tensor:
         return torch.log_softmax(LOGIT_SCALE * self.mix, dim=0)
 
     def pixel_logits(self) -> Tensor:
-        return LOGIT_SCALE * self.pixels
+        return LOGIT_SCALE * (self.base + self.offsets)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.pixel_logits()
@@ -100,11 +107,12 @@ class BernoulliMixture(GenerativeModel):
 
     @classmethod
     def default_epochs(cls, dataset: str) -> int:
-        return {"digits": 60, "mnist5k": 40, "sprites": 30}.get(dataset, 30)
+        # each step is one (B, D) x (D, K) product: seconds on a CPU; more epochs add little
+        return {"digits": 50}.get(dataset, 60)
 
     @classmethod
     def default_train_settings(cls, dataset: str) -> dict[str, Any]:
-        return {"batch_size": 64, "lr": 2e-3}
+        return {"batch_size": 64, "lr": 4e-3}
 
     # ---------------------------------------------------------------- likelihood
     def joint_log_prob(self, x: Tensor) -> Tensor:
@@ -149,6 +157,11 @@ class BernoulliMixture(GenerativeModel):
         progress: ProgressFn | None = None,
     ) -> Tensor:
         """Pick components by weight, then return their means (or Bernoulli draws from them).
+
+        Means are the default because they score far better on CAS (about 0.87 against 0.12 on
+        mnist5k): speckled Bernoulli draws look like no real digit, so the reference classifier
+        labels most of them "8" and the CAS classifier learns nothing. The price of means: at
+        most K distinct images, so recall and coverage stay low.
 
         All randomness is drawn on the CPU from ``generator``, so a seed gives the same images on
         every device.
