@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"pixelcnn: {N_IMAGES} {dataset} images in {result['seconds']:.2f} s "
-          f"(median of {REPEATS}, {result['device']}); written to {RESULTS}")
+    print(
+        f"pixelcnn: {N_IMAGES} {dataset} images in {result['seconds']:.2f} s "
+        f"(median of {REPEATS}, {result['device']}); written to {RESULTS}"
+    )
     return 0
 
 

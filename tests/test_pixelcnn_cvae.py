@@ -97,13 +97,17 @@ def test_pixelcnn_likelihood_is_exact(digits):
     assert torch.allclose(model.explain_target(x), -loss)
     assert torch.allclose(model.score(x), -loss)
     # a per-pixel Bernoulli: about log 2 nats per pixel for an untrained net
-    assert 0.3 * 64 * math.log(2) < float(loss.mean()) < 3 * 64 * math.log(2)
+    assert 0.3 * 64 * math.log(2) < float(loss.detach().mean()) < 3 * 64 * math.log(2)
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("kernel_size", 4, "odd number"), ("first_kernel_size", 1, "odd number"),
-     ("layers", 0, "layers must be at least 1"), ("channels", 0, "at least 1")],
+    [
+        ("kernel_size", 4, "odd number"),
+        ("first_kernel_size", 1, "odd number"),
+        ("layers", 0, "layers must be at least 1"),
+        ("channels", 0, "at least 1"),
+    ],
 )
 def test_pixelcnn_config_messages(key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -143,6 +147,21 @@ def test_cvae_decoder_uses_the_label(digits):
     with torch.no_grad():
         assert torch.equal(model.decode(z), model.decode(z, zeros))  # no label: class 0
         assert not torch.allclose(model.decode(z, zeros), model.decode(z, zeros + 5))
+
+
+def test_cvae_decodes_a_code_without_label_as_the_class_of_the_nearest_prior_mean(digits):
+    model = _cvae(digits)
+    with torch.no_grad():
+        model.prior_means.weight.copy_(4 * torch.eye(model.latent_dim, 10))  # m_c = 4 e_c
+        z = 4 * torch.eye(10, model.latent_dim)[[7, 2, 2, 9]]
+        z = z + 0.3 * torch.randn(4, model.latent_dim)
+        assert model.classes_of_codes(z).tolist() == [7, 2, 2, 9]
+        assert torch.equal(model.decode(z), model.decode(z, torch.tensor([7, 2, 2, 9])))
+        # samples of class c are drawn around m_c: the encoder is not needed to see that
+        codes = model.prior_sample(200) + model.prior_mean(torch.full((200,), 5), z)
+        assert (model.classes_of_codes(codes) == 5).float().mean() > 0.9
+    standard = _cvae(digits, prior="standard")
+    assert float(standard.prior_mean(torch.arange(10), z).abs().sum()) == 0
 
 
 def test_cvae_without_labels_uses_its_own_guess(digits):
