@@ -1,7 +1,7 @@
 """genlab dashboard: the router. Run with ``streamlit run dashboard/app.py``.
 
-This file only declares the pages. Each page lives in ``views/`` and reaches genlab through
-``services.py``. The folder is deliberately not named ``pages/``: Streamlit treats a ``pages/``
+This file only declares the pages. Each page lives in ``views/`` and reaches genlab through the
+``services`` package. The folder is deliberately not named ``pages/``: Streamlit treats a ``pages/``
 folder beside the entry script as an old-style multipage app, and a server whose first request
 is a sub-page URL (``/train``, ``/explore?run=...``) then runs that page without this router.
 """

@@ -1,0 +1,154 @@
+"""Store, runs, training forms and the shared model loader: the dashboard's core services.
+
+Nothing here trains: :func:`start_run` hands the run to a background worker
+(:func:`genlab.jobs.submit`). Functions that load a run take the genlab home as part of their cache
+key, so two homes (tests, or a changed ``GENLAB_HOME``) never share cached results. Cached models
+are shared by every session, so they are never modified.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from genlab import data as gdata
+from genlab import jobs
+from genlab.checkpoint import load_run_model
+from genlab.config import make_run_config
+from genlab.models import config_fields, model_entry, model_names
+from genlab.paths import genlab_home
+from genlab.runs import ACTIVE, RunInfo, RunStore
+
+TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3}  # TrainConfig's defaults
+
+
+# ----------------------------------------------------------------------------- store and runs
+@st.cache_resource(show_spinner=False)
+def _store_at(home: str) -> RunStore:
+    return RunStore(home)
+
+
+def get_store() -> RunStore:
+    """The run store under the current ``GENLAB_HOME`` (one shared instance per home)."""
+    return _store_at(str(genlab_home()))
+
+
+def home_key() -> str:
+    """The current genlab home as a string: part of every cached result's key."""
+    return str(get_store().home)
+
+
+def list_runs(*, status: str | None = None, limit: int | None = 50) -> list[RunInfo]:
+    """Runs, newest first; dead workers' runs are marked failed first (uncached: it is cheap)."""
+    store = get_store()
+    store.recover()
+    return store.list(status=status, limit=limit)
+
+
+def run_info(run_id: str) -> RunInfo:
+    """One run by id or unique prefix; RunNotFound (a GenlabError) when there is none."""
+    store = get_store()
+    if store.get(run_id).status in ACTIVE:
+        store.recover()
+    return store.get(run_id)
+
+
+def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
+    """A display table of runs: id, model, dataset, status, epochs, test loss, created."""
+    rows = [{
+        "id": r.id, "model": r.model, "dataset": r.dataset, "status": r.status,
+        "epochs": r.summary.get("epochs", r.config.get("train", {}).get("epochs")),
+        "test loss": r.summary.get("test_loss"),
+        "created": datetime.fromtimestamp(r.created).replace(microsecond=0),  # server's time
+    } for r in runs]
+    columns = ["id", "model", "dataset", "status", "epochs", "test loss", "created"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def start_run(model: str, dataset: str, epochs: int, seed: int, batch_size: int, lr: float,
+              model_settings: dict[str, Any]) -> str:
+    """Validate the settings and queue a run on a background worker; returns its id.
+
+    Raises:
+        ConfigError: a setting is invalid (the message names it).
+    """
+    overrides = {**model_settings, "batch_size": int(batch_size), "lr": float(lr)}
+    cfg = make_run_config(model, dataset, epochs=int(epochs), seed=int(seed), overrides=overrides)
+    return jobs.submit(get_store(), cfg, owner="dashboard")
+
+
+def cancel_run(run_id: str) -> str:
+    """Ask a queued or running run to stop; returns its status at the time of asking."""
+    return jobs.cancel(get_store(), run_id)
+
+
+def run_history(run_id: str) -> pd.DataFrame:
+    """Per-epoch history (epoch, step, train_loss, test_loss, seconds, ...) as a DataFrame."""
+    rows = get_store().history(run_id)
+    return pd.DataFrame(rows, columns=None if rows else ["epoch", "train_loss", "test_loss"])
+
+
+def elapsed_seconds(info: RunInfo) -> float | None:
+    """Seconds the run has trained so far (or in all, once it ended); None before it starts."""
+    if info.started is None:
+        return None
+    return (info.finished or time.time()) - info.started
+
+
+def loss_figure(history: pd.DataFrame) -> go.Figure:
+    """Train and test loss per epoch (nats per image)."""
+    fig = go.Figure()
+    for column, name in (("train_loss", "train_loss"), ("test_loss", "test_loss")):
+        if column in history and len(history):
+            fig.add_trace(go.Scatter(x=history["epoch"].tolist(), y=history[column].tolist(),
+                                     name=name, mode="lines+markers"))
+    fig.update_layout(xaxis_title="epoch", yaxis_title="loss (nats per image)", height=320,
+                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"))
+    fig.update_xaxes(dtick=1 if len(history) <= 20 else None)
+    return fig
+
+
+# ----------------------------------------------------------------------------- form metadata
+DEFAULT_MODEL = "vae"  # the classroom default: fast on a CPU, with a latent to explore
+
+
+def models() -> list[str]:
+    return model_names()
+
+
+def default_model() -> str:
+    names = model_names()
+    return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+
+
+def datasets() -> list[str]:
+    return list(gdata.DATASETS)
+
+
+def model_fields(model: str) -> list[dict[str, Any]]:
+    """The model's settable config fields: name, type, default, choices, help."""
+    return config_fields(model)
+
+
+def train_defaults(model: str, dataset: str) -> dict[str, Any]:
+    """Default epochs, batch_size and lr of ``model`` on ``dataset``."""
+    cls, _ = model_entry(model)
+    return {"epochs": cls.default_epochs(dataset), **TRAIN_DEFAULTS,
+            **cls.default_train_settings(dataset)}
+
+
+# ----------------------------------------------------------------------------- models
+@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+def model_at(home: str, run_id: str):
+    """``(model, config, data)`` of run ``run_id`` under ``home``, loaded once and shared."""
+    return load_run_model(_store_at(home), run_id)
+
+
+def load_model(run_id: str):
+    """``(model, config, data)`` of a finished run, cached and shared: never modify the model."""
+    return model_at(home_key(), get_store().get(run_id).id)
