@@ -72,7 +72,9 @@ def test_delete_then_unknown_run(tmp_path):
     assert genlab(tmp_path, "runs", "delete", run_id).returncode == 0
     gone = genlab(tmp_path, "runs", "show", run_id)
     assert gone.returncode != 0
-    assert gone.stderr.strip() == f"genlab: error: unknown run '{run_id}'; `genlab runs list` shows the runs"
+    assert gone.stderr.strip() == (
+        f"genlab: error: unknown run '{run_id}'; `genlab runs list` shows the runs"
+    )
     assert json.loads(genlab(tmp_path, "runs", "list", "--json").stdout)["runs"] == []
 
 

@@ -1,4 +1,4 @@
-"""Tests for genlab.data: built-in datasets, their splits, sprites factors, caches and local files."""
+"""Tests for genlab.data: built-in datasets, splits, sprites factors, caches and local files."""
 
 from __future__ import annotations
 
