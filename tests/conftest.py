@@ -1,13 +1,16 @@
 """Fixtures shared by the dashboard and browser tests (and usable by any test).
 
 ``genlab_home`` gives one test an empty genlab home; ``trained_home`` trains one tiny VAE once per
-session, in-process, so the pages have a finished run to show.
+session, in-process, so the pages have a finished run to show; ``zoo`` trains small runs of any
+registered model on demand, each once per session, in one shared home.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,48 @@ def trained_home(tmp_path_factory):
             os.environ.pop("GENLAB_HOME", None)
         else:
             os.environ["GENLAB_HOME"] = previous
+
+
+# Small settings that train each family on digits in a few seconds; a family missing here trains
+# with its defaults (still on digits, for ``ZOO_EPOCHS``).
+TINY_SETTINGS: dict[str, dict] = {
+    "vae": {"arch": "mlp", "latent_dim": 4, "hidden": 32},
+    "cvae": {"latent_dim": 4, "hidden": 32, "channels": 8},
+    "gan": {"channels": 8, "latent_dim": 4},
+    "pixelcnn": {"channels": 8, "layers": 2, "head": 8, "batch_size": 128},
+    "mixture": {"components": 6},
+}
+ZOO_EPOCHS = 2
+
+
+@dataclass
+class Zoo:
+    """Finished runs on digits in one genlab home, trained in-process on first request."""
+
+    home: Path
+    runs: dict[str, str] = field(default_factory=dict)
+
+    def run(self, model: str, *, epochs: int = ZOO_EPOCHS, **settings) -> str:
+        """The id of a finished ``model`` run with these settings (``TINY_SETTINGS`` by default),
+        training it now if this session has not yet."""
+        from genlab import jobs
+        from genlab.config import make_run_config
+        from genlab.runs import RunStore
+
+        settings = settings or TINY_SETTINGS.get(model, {})
+        key = json.dumps([model, epochs, settings], sort_keys=True)
+        if key not in self.runs:
+            cfg = make_run_config(model, "digits", epochs=epochs, seed=0, overrides=settings)
+            store = RunStore(self.home)
+            run_id = store.create_run(model=model, dataset="digits", config=cfg.to_dict(),
+                                      config_hash=cfg.config_hash())
+            jobs.execute_run(store, run_id)
+            assert store.get(run_id).status == "finished", store.get(run_id).error
+            self.runs[key] = run_id
+        return self.runs[key]
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> Zoo:
+    """A session-wide :class:`Zoo`; set ``GENLAB_HOME`` to ``zoo.home`` to show its runs."""
+    return Zoo(tmp_path_factory.mktemp("zoo_home"))

@@ -193,8 +193,9 @@ def test_explore_shows_the_trained_run(trained_home):
     assert metrics["Test loss"] == f"{summary['test_loss']:.2f}"
     assert metrics["Epochs"] == "2" and metrics["Device"] == "cpu"
     assert metrics["Parameters"] == f"{summary['params']:,}"
-    assert [t.label for t in at.tabs] == ["Samples", "Reconstructions", "Latent traversal"]
-    assert len(at.image) == 3  # samples, reconstructions, traversal
+    assert [t.label for t in at.tabs] == ["Samples", "Reconstructions", "Latent traversal",
+                                          "Interpolation"]
+    assert len(at.image) == 4  # samples, reconstructions, traversal, interpolation
     assert all(img.value[0].endswith(".png") for img in at.image)
     dims = at.multiselect(key=f"explore_dims_{run_id}")
     assert dims.value == list(range(8)) and len(dims.options) == 16
@@ -236,7 +237,7 @@ def test_explore_reports_an_unknown_run_in_the_url(trained_home):
     assert len(at.error) == 1 and "unknown run 'no-such-run'" in at.error[0].value
     newest = services.list_runs(status="finished")[0].id
     assert at.selectbox(key="explore_run").value == newest  # the page stays usable
-    assert len(at.image) == 3
+    assert len(at.image) == 4
 
 
 def test_explore_honours_the_run_in_the_url(genlab_home):
@@ -277,26 +278,97 @@ def test_train_panel_shows_why_a_run_failed(genlab_home):
     assert not at.image and not [b for b in at.button if b.key == "train_cancel"]
 
 
-@pytest.mark.skipif("gan" not in MODELS, reason="no GAN registered")
-def test_explore_a_latent_model_without_an_encoder(genlab_home):
-    run_id = train_in_process(genlab_home, "gan", channels=8, latent_dim=4)
-    at = open_page("explore", run=run_id)
-    no_exception(at)
-    assert not at.error
-    assert "cannot reconstruct" in at.info[0].value
-    assert len(at.image) == 2  # samples and the traversal (from z = 0)
-    assert at.multiselect(key=f"explore_dims_{run_id}").options == ["z0", "z1", "z2", "z3"]
+def expected_tabs(cls) -> list[str]:
+    """Explore's tabs for a model class, from its capabilities (never from its name)."""
+    tabs = ["Samples"]
+    if cls.conditional:
+        tabs.append("Classes")
+    if callable(getattr(cls, "components", None)):
+        tabs.append("Components")
+    return [*tabs, "Reconstructions", "Latent traversal", "Interpolation"]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif("pixelcnn" not in MODELS, reason="no PixelCNN registered")
-def test_explore_a_model_without_a_latent(genlab_home):
-    run_id = train_in_process(genlab_home, "pixelcnn", channels=8, layers=2, head=8,
-                              batch_size=128)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_explore_shows_every_model_type(zoo, monkeypatch, name):
+    """Each registered family, trained briefly on digits, gets the sections it can show."""
+    monkeypatch.setenv("GENLAB_HOME", str(zoo.home))
+    run_id = zoo.run(name)
     at = open_page("explore", run=run_id)
     no_exception(at)
-    assert not at.error
-    infos = [i.value for i in at.info]
-    assert any("cannot reconstruct" in i for i in infos)
-    assert any("no latent space" in i for i in infos)
-    assert len(at.image) == 1  # samples only
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="explore_run").value == run_id
+    cls = model_entry(name)[0]
+    model, _, data = services.load_model(run_id)
+    tabs = [t.label for t in at.tabs]
+    assert tabs == expected_tabs(cls)
+    infos = " ".join(i.value for i in at.info)
+    captions = " ".join([c.value for c in at.caption]
+                        + [text for img in at.image for text in img.captions])
+    images = 1  # the samples
+
+    if cls.conditional:  # one labelled row of samples per class
+        images += 1
+        k = data.num_classes
+        assert f"{k} rows, one per class" in captions
+        assert services.class_labels(k) == [f"class {c}" for c in range(k)]
+        grid = services.class_grid(run_id, 5, 0)
+        cell = (data.shape[-2] + 1) * services.grid_scale(data.shape)
+        assert grid.shape[0] == k * cell + services.grid_scale(data.shape)
+        assert grid[:, :20].min() < 128  # the labels are drawn in the left margin
+    if "Components" in tabs:  # the mixture's prototypes and their weights
+        images += 1
+        k = model.config.components
+        weights = plotly_traces(at)["weight"]
+        assert len(weights) == k and sum(weights) == pytest.approx(1.0)
+        assert weights == sorted(weights, reverse=True)
+        assert f"The {k} heaviest of {k} components" in captions
+    if model.has_latent:
+        images += 2  # traversal and interpolation
+        dims = at.multiselect(key=f"explore_dims_{run_id}")
+        assert dims.options == [f"z{d}" for d in range(model.latent_dim)]
+        mode = at.radio(key=f"explore_interp_mode_{run_id}")
+        assert mode.options == ["linear", "spherical"]
+        assert mode.value == ("linear" if services.capabilities(run_id)["has_encoder"]
+                              else "spherical")
+    else:
+        assert "no latent space, so there is nothing to traverse" in infos
+        assert "no latent space, so there is nothing to interpolate" in infos
+    if callable(getattr(model, "reconstruct", None)):
+        images += 1
+    else:
+        assert "cannot reconstruct" in infos
+    assert len(at.image) == images
+    assert all(img.value[0].endswith(".png") for img in at.image)
+
+
+def test_explore_interpolation_strips(zoo, monkeypatch):
+    """Encoder models: real image, gap, decoded path, gap, real image; others: the path only."""
+    monkeypatch.setenv("GENLAB_HOME", str(zoo.home))
+    scale = services.grid_scale((1, 8, 8))
+    cell = 9 * scale
+    vae, gan = zoo.run("vae"), zoo.run("gan")
+    strip = services.interpolation_grid(vae, 3, 6, False, 0)
+    assert strip.shape == (3 * cell + scale, (6 + 4) * cell + scale)
+    gap = strip[scale: cell, cell + scale: 2 * cell]
+    assert (gap == 255).all()  # the white cell that sets the real image apart
+    spherical = services.interpolation_grid(vae, 3, 6, True, 0)
+    assert spherical.shape == strip.shape
+    # both paths share their ends (the real images and their codes) and differ in between
+    assert np.array_equal(strip[:, :2 * cell], spherical[:, :2 * cell])
+    assert not np.array_equal(strip, spherical)
+    prior = services.interpolation_grid(gan, 2, 5, True, 0)
+    assert prior.shape == (2 * cell + scale, 5 * cell + scale)
+    assert not np.array_equal(prior, services.interpolation_grid(gan, 2, 5, True, 1))
+
+
+def test_pixelcnn_sampling_reports_progress_only_on_a_cache_miss(zoo, monkeypatch):
+    if "pixelcnn" not in MODELS:  # pragma: no cover
+        pytest.skip("no PixelCNN registered")
+    monkeypatch.setenv("GENLAB_HOME", str(zoo.home))
+    run_id = zoo.run("pixelcnn")
+    calls = []
+    first = services.sample_grid(run_id, 16, 12345, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(8 * r, 64) for r in range(1, 9)]  # one call per row of 8 pixels
+    calls.clear()
+    again = services.sample_grid(run_id, 16, 12345, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [] and np.array_equal(first, again)  # cached: no sampling, no progress

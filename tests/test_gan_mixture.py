@@ -193,6 +193,20 @@ def test_mixture_weights_sum_to_one_and_means_are_probabilities():
     assert means.min() >= 0 and means.max() <= 1 and means.std() > 0.05
 
 
+def test_mixture_components_are_sorted_by_weight_and_match_their_means():
+    model = _mixture(components=6, init_spread=2.0)
+    with torch.no_grad():
+        model.layer.mix.copy_(torch.tensor([0.0, 0.3, -0.2, 0.1, 0.3, -0.1]))
+    means, weights = model.components()
+    assert means.shape == (6, 1, 8, 8) and weights.shape == (6,)
+    assert torch.allclose(weights.sum(), torch.tensor(1.0))
+    assert torch.all(weights[:-1] >= weights[1:])
+    order = [1, 4, 3, 0, 5, 2]  # heaviest first; the tie (1 and 4) keeps component order
+    assert torch.equal(weights, model.component_weights()[order])
+    assert torch.equal(means, model.component_means()[order])
+    assert not means.requires_grad
+
+
 def _brute_force_nll(model, x):
     """-log sum_k pi_k prod_d p_kd^x_d (1 - p_kd)^(1 - x_d), one image and component at a time."""
     log_pi = torch.log(model.component_weights())

@@ -4,7 +4,9 @@ Pages ``import services`` and call ``services.X``; they read their widgets, call
 and render what comes back. The modules behind this door:
 
 - :mod:`services.core`: the run store, runs, training forms and the shared model loader;
-- :mod:`services.explore`: the Explore page's grids (samples, reconstructions, traversals).
+- :mod:`services.explore`: the Explore page's pictures (samples, class rows, mixture components,
+  reconstructions, traversals, interpolations) and what each model can show;
+- :mod:`services.labels`: text labels drawn onto those grids.
 """
 
 from genlab.fidelity import FD_NOTE
@@ -31,12 +33,18 @@ from .core import (
 from .explore import (
     TARGET_PX,
     capabilities,
+    class_grid,
+    class_labels,
+    component_grid,
+    component_weights,
     grid_scale,
-    label_rows,
+    interpolation_grid,
     reconstruction_grid,
     sample_grid,
     traversal_grid,
+    weights_figure,
 )
+from .labels import caption_cells, label_rows
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -45,11 +53,17 @@ __all__ = [
     "TRAIN_DEFAULTS",
     "cancel_run",
     "capabilities",
+    "caption_cells",
+    "class_grid",
+    "class_labels",
+    "component_grid",
+    "component_weights",
     "datasets",
     "default_model",
     "elapsed_seconds",
     "get_store",
     "grid_scale",
+    "interpolation_grid",
     "label_rows",
     "list_runs",
     "load_model",
@@ -64,4 +78,5 @@ __all__ = [
     "start_run",
     "train_defaults",
     "traversal_grid",
+    "weights_figure",
 ]

@@ -149,6 +149,18 @@ class BernoulliMixture(GenerativeModel):
         return torch.sigmoid(self.layer.pixel_logits()).view(-1, *self.shape)
 
     @torch.no_grad()
+    def components(self) -> tuple[Tensor, Tensor]:
+        """The prototypes for display, heaviest first.
+
+        Returns:
+            ``(means, weights)``: pixel probabilities (K, C, H, W) in [0, 1] and mixture weights
+            (K,) summing to 1, both sorted by decreasing weight (ties keep component order).
+        """
+        weights = self.component_weights()
+        order = torch.argsort(weights, descending=True, stable=True)
+        return self.component_means()[order], weights[order]
+
+    @torch.no_grad()
     def sample(
         self,
         n: int,
