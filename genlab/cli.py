@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from typing import Any
 
-from genlab.config import DEVICES, make_run_config, parse_set_options
-from genlab.errors import GenlabError
+from genlab.config import ACCOUNTANTS, DEVICES, make_run_config, parse_set_options
+from genlab.errors import ConfigError, GenlabError
 from genlab.fidelity import FD_NOTE
 from genlab.runs import RunInfo, RunStore
 
@@ -42,8 +43,37 @@ def run_json(info: RunInfo) -> dict[str, Any]:
     }
 
 
+def _finite(obj: Any) -> Any:
+    """JSON has no inf or NaN: a non-finite float becomes null (ε = ∞ means no guarantee)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=float))
+    print(json.dumps(_finite(obj), indent=2, default=float, allow_nan=False))
+
+
+def _privacy_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The PrivacyConfig fields from ``--dp`` and its options; ``None`` without DP."""
+    given = {
+        "epsilon": args.epsilon,
+        "noise_multiplier": args.noise_multiplier,
+        "delta": args.delta,
+        "max_grad_norm": args.max_grad_norm,
+        "accountant": args.accountant,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not args.dp and not given:
+        return None
+    if not args.dp and not {"epsilon", "noise_multiplier"} & set(given):
+        option = "--" + next(iter(given)).replace("_", "-")
+        raise ConfigError(f"{option} only applies to a DP run; add --dp --epsilon E")
+    return given
 
 
 # ----------------------------------------------------------------------------- commands
@@ -59,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         overrides=parse_set_options(args.set),
+        privacy=_privacy_settings(args),
     )
     check_run(cfg)  # bad data or settings fail here, before a run is recorded
     store = RunStore()
@@ -99,6 +130,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 shown = f"{value:.4g}" if isinstance(value, float) else value
                 print(f"  {key:<20} {shown}")
         print(FD_NOTE)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from genlab.evaluate import audit_run
+    from genlab.progress import ProgressBar
+
+    store = RunStore()
+    run_id = store.get(args.run).id
+    callbacks = [] if args.quiet else [ProgressBar(desc="reference model")]
+    block = audit_run(store, run_id, reference=not args.no_reference, callbacks=callbacks)
+    if args.json:
+        _print_json(run_json(store.get(run_id)))
+        return 0
+    eps = block.get("epsilon")
+    print(f"{run_id}: formal ε = {'∞ (no DP)' if eps is None else f'{eps:.3g}'}")
+    for name, a in block["attacks"].items():
+        e = a["epsilon"]
+        tpr01 = a["tpr_at_0_1pct_fpr"]
+        print(
+            f"  {name:<9} AUC {a['auc']:.3f}  TPR@1%FPR {a['tpr_at_1pct_fpr']:.3f}  "
+            f"TPR@0.1%FPR {'n/a' if tpr01 is None else f'{tpr01:.3f}'}  "
+            f"empirical ε ≥ {e['epsilon_lower_bound']:.3f}"
+        )
+    print(f"  dcr_ratio {block['dcr_ratio']:.3f} (below 1: samples sit closer to members)")
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    from genlab.privacy.accounting import plan_budget
+
+    plan = plan_budget(
+        n=args.n,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        delta=args.delta,
+        sigma=args.sigma,
+        epsilon=args.epsilon,
+        accountant=args.accountant,
+        compare=args.compare,
+    )
+    if args.json:
+        _print_json(plan)
+        return 0
+    if plan.get("note"):
+        print(f"note: {plan['note']}")
+    print(
+        f"N={plan['n']} batch={plan['batch_size']} epochs={plan['epochs']}: "
+        f"q={plan['sample_rate']:.4g}, {plan['steps']} steps, σ={plan['noise_multiplier']:.4g} "
+        f"gives ε={plan['epsilon']:.4g} at δ={plan['delta']:g} ({plan['accountant']})"
+    )
+    if plan.get("fallback_reason"):
+        print(f"note: {plan['fallback_reason']}")
+    for name, eps in (plan.get("comparison") or {}).items():
+        print(f"  {name}: ε={'could not be computed' if eps is None else f'{eps:.4g}'}")
     return 0
 
 
@@ -181,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    dp = t.add_argument_group(
+        "differential privacy", "DP-SGD with Opacus; --epsilon or --noise-multiplier turns it on"
+    )
+    dp.add_argument("--dp", action="store_true", help="train with DP-SGD")
+    dp.add_argument("--epsilon", type=float, help="target ε the run ends at (smaller: private)")
+    dp.add_argument("--noise-multiplier", type=float, help="σ instead of a target ε")
+    dp.add_argument("--delta", type=float, help="δ, below 1/N (default 1e-5)")
+    dp.add_argument("--max-grad-norm", type=float, help="per-image clipping norm C (default 1)")
+    dp.add_argument("--accountant", choices=ACCOUNTANTS, help="prv (default) or rdp")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
@@ -191,6 +286,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="a run id or a unique prefix of one")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    a = sub.add_parser(
+        "audit",
+        help="membership-inference audit of a finished run",
+        description="Attack a finished run: can its scores tell members from non-members? "
+        "Reports AUC, TPR at low FPR, an empirical lower bound on ε and the DCR ratio.",
+    )
+    a.add_argument("run", help="a run id or a unique prefix of one")
+    a.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the reference-calibrated attack (it trains a second model)",
+    )
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_audit)
+
+    b = sub.add_parser(
+        "budget",
+        help="plan a DP budget: σ from ε or ε from σ",
+        description="Give either --sigma or --epsilon; the other one comes back, with the "
+        "ε-against-epochs curve. q = 1/ceil(N/B), as in training.",
+    )
+    b.add_argument("--n", type=int, required=True, help="training images N")
+    b.add_argument("--batch-size", type=int, required=True, help="expected batch size B")
+    b.add_argument("--epochs", type=int, required=True)
+    b.add_argument("--sigma", type=float, help="noise multiplier σ")
+    b.add_argument("--epsilon", type=float, help="target ε")
+    b.add_argument("--delta", type=float, default=1e-5, help="δ, below 1/N (default 1e-5)")
+    b.add_argument("--accountant", choices=ACCOUNTANTS, default="prv")
+    b.add_argument("--compare", action="store_true", help="also give ε under both accountants")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_budget)
 
     r = sub.add_parser("runs", help="list, show, export or delete stored runs")
     rs = r.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)

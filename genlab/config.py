@@ -18,6 +18,7 @@ from typing import Any
 from genlab.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+ACCOUNTANTS = ("prv", "rdp")
 
 
 # ----------------------------------------------------------------------------- generic helpers
@@ -170,24 +171,80 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy: DP-SGD through Opacus on the model's private modules.
+
+    Give either a target ``epsilon`` (Opacus picks the noise so the run ends at that ε) or a
+    ``noise_multiplier`` σ (the run reports the ε it bought), never both.
+
+    Args:
+        epsilon: the privacy budget ε the run must end at; smaller is more private.
+        noise_multiplier: σ, the noise's standard deviation relative to ``max_grad_norm``.
+        delta: δ, the chance the ε guarantee fails; it must be below 1/N for N training images.
+        max_grad_norm: C, each image's gradient is clipped to this L2 norm before noise is added.
+        accountant: ``prv`` (tight, the default) or ``rdp`` (the classic Rényi DP bound).
+    """
+
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = field(default="prv", metadata={"choices": ACCOUNTANTS})
+
+    def __post_init__(self):
+        if self.epsilon is not None and self.noise_multiplier is not None:
+            raise ConfigError(
+                f"give either epsilon ({self.epsilon}) or noise_multiplier "
+                f"({self.noise_multiplier}), not both: one determines the other"
+            )
+        if self.epsilon is None and self.noise_multiplier is None:
+            raise ConfigError("DP needs a budget: give epsilon (e.g. 3) or noise_multiplier")
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ConfigError(
+                f"epsilon must be > 0 (got {self.epsilon}); leave DP off for no privacy"
+            )
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ConfigError(
+                f"noise_multiplier must be > 0 (got {self.noise_multiplier}); "
+                "leave DP off for no privacy"
+            )
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be between 0 and 1 (got {self.delta}); try 1e-5")
+        if not self.max_grad_norm > 0:
+            raise ConfigError(
+                f"max_grad_norm must be > 0 (got {self.max_grad_norm}); it is the L2 norm each "
+                "image's gradient is clipped to, try 1.0"
+            )
+        if self.accountant not in ACCOUNTANTS:
+            raise ConfigError(
+                f"accountant must be one of {', '.join(ACCOUNTANTS)} (got {self.accountant!r})"
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run: the model and its settings, the data and the training.
 
-    ``model_config`` holds the model family's own dataclass (see ``genlab.models``).
+    ``model_config`` holds the model family's own dataclass (see ``genlab.models``);
+    ``privacy`` is ``None`` for a run without DP.
     """
 
     model: str
     model_config: Any
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.model,
             "model_config": to_dict(self.model_config),
             "data": to_dict(self.data),
             "train": to_dict(self.train),
         }
+        if self.privacy is not None:  # absent, not null, so non-DP configs keep their hash
+            out["privacy"] = to_dict(self.privacy)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -196,7 +253,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         from genlab.models import model_config  # the registry imports this module
 
-        unknown = sorted(set(d) - {"model", "model_config", "data", "train"})
+        unknown = sorted(set(d) - {"model", "model_config", "data", "train", "privacy"})
         if unknown or "model" not in d:
             raise ConfigError(f"not a run config (unexpected keys: {unknown or 'missing model'})")
         return cls(
@@ -204,6 +261,11 @@ class RunConfig:
             model_config=model_config(d["model"], d.get("model_config") or {}),
             data=config_from_dict(DataConfig, d.get("data") or {}, what="data config"),
             train=config_from_dict(TrainConfig, d.get("train") or {}, what="train config"),
+            privacy=(
+                None
+                if d.get("privacy") is None
+                else config_from_dict(PrivacyConfig, d["privacy"], what="privacy config")
+            ),
         )
 
     @classmethod
@@ -226,12 +288,14 @@ def make_run_config(
     seed: int = 0,
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
+    privacy: dict[str, Any] | PrivacyConfig | None = None,
 ) -> RunConfig:
     """Assemble a validated :class:`RunConfig` from CLI-style settings.
 
     ``overrides`` (from ``--set``) are routed to the model config first, then to the training
     config (``lr``, ``batch_size``) and the data config (``holdout_fraction``, ...); a key none
-    of them has raises a ConfigError that lists every settable key.
+    of them has raises a ConfigError that lists every settable key. ``privacy`` (a
+    :class:`PrivacyConfig` or its fields as a dict) turns DP-SGD on.
     """
     from genlab.models import model_config, model_entry
 
@@ -269,4 +333,6 @@ def make_run_config(
         },
         what="train config",
     )
-    return RunConfig(model=model, model_config=mcfg, data=data, train=train)
+    if isinstance(privacy, dict):
+        privacy = config_from_dict(PrivacyConfig, privacy, what="privacy config")
+    return RunConfig(model=model, model_config=mcfg, data=data, train=train, privacy=privacy)

@@ -1,8 +1,9 @@
 """One call that fills a run's three-axis record (DESIGN.md, "The three-axis record").
 
-Today it fills ``performance`` and ``cost``; the interpretability and privacy blocks join through
-the same call as they are built. Sample counts and seeds are fixed and written into the record,
-so evaluating the same run twice gives the same numbers.
+It fills ``performance``, ``privacy`` (the membership audit, beside the formal ε that training
+wrote) and ``cost``; the interpretability block joins through the same call. Sample counts and
+seeds are fixed and written into the record, so evaluating the same run twice gives the same
+numbers.
 """
 
 from __future__ import annotations
@@ -44,8 +45,58 @@ def cost_block(model, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+EXPOSED_GRID = "audit_exposed.png"
+
+
+def _finished(store: RunStore, run_id: str):
+    info = store.get(run_id)
+    if info.status != "finished":
+        raise StoreError(
+            f"run {info.id} is {info.status}, not finished; evaluate it once it has finished"
+        )
+    return info
+
+
+def audit_run(
+    store: RunStore, run_id: str, *, reference: bool = True, callbacks=()
+) -> dict[str, Any]:
+    """Run the membership audit on a finished run and merge it into the record's privacy block.
+
+    The formal fields training wrote (ε, δ, σ, q, steps, accountant) are kept; a run trained
+    without DP gets ``epsilon: None`` (no guarantee, ε = ∞). The most exposed members, each
+    beside its nearest generated sample, are saved as ``audit_exposed.png`` in the run's folder.
+
+    Raises:
+        RunNotFound: no run has that id.
+        StoreError: the run has not finished.
+    """
+    from genlab.privacy.audit import membership_audit
+    from genlab.viz import image_grid, save_png
+
+    info = _finished(store, run_id)
+    model, cfg, data = load_run_model(store, info.id)
+    result = membership_audit(model, cfg, data, reference=reference, callbacks=callbacks)
+    formal = info.record.get("privacy") or {"epsilon": None, "delta": None, "accountant": None}
+    block = {
+        **{k: formal.get(k) for k in ("epsilon", "delta", "accountant")},
+        **formal,
+        **result.record,
+    }
+    store.update_record(info.id, "privacy", block)
+    pairs = result.exposed_pairs
+    if len(pairs):
+        grid = image_grid(pairs.flatten(0, 1), nrow=2 * min(4, len(pairs)), scale=3)
+        save_png(grid, store.artifacts_dir(info.id) / EXPOSED_GRID)
+    return block
+
+
 def evaluate_run(
-    store: RunStore, run_id: str, *, n_generated: int = N_GENERATED, seed: int = EVAL_SEED
+    store: RunStore,
+    run_id: str,
+    *,
+    n_generated: int = N_GENERATED,
+    seed: int = EVAL_SEED,
+    audit: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Compute and store the record blocks of a finished run; returns the whole record.
 
@@ -55,11 +106,7 @@ def evaluate_run(
     """
     from genlab.fidelity import performance_block
 
-    info = store.get(run_id)
-    if info.status != "finished":
-        raise StoreError(
-            f"run {info.id} is {info.status}, not finished; evaluate it once it has finished"
-        )
+    info = _finished(store, run_id)
     model, cfg, data = load_run_model(store, info.id)
     d = cfg.data
     performance = performance_block(
@@ -74,4 +121,6 @@ def evaluate_run(
     )
     store.update_record(info.id, "performance", performance)
     store.update_record(info.id, "cost", cost_block(model, info.summary))
+    if audit:
+        audit_run(store, info.id)
     return store.get(info.id).record

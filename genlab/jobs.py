@@ -85,6 +85,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         model, result = train_run(cfg, callbacks=[StoreCallback(store, run_id), *callbacks])
         write_artifacts(store, run_id, cfg, model)
         store.finish(run_id, summary={**result.summary(), "params": model.num_params()})
+        if result.privacy:  # the formal guarantee belongs in the record's privacy block
+            store.update_record(run_id, "privacy", result.privacy)
         return result
     except (TrainingCancelled, KeyboardInterrupt):
         store.mark_cancelled(run_id)

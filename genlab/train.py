@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genlab.config import RunConfig, TrainConfig
+from genlab.config import PrivacyConfig, RunConfig, TrainConfig
 from genlab.data import DataSplits, Split, load_dataset
 from genlab.errors import ConfigError
 from genlab.models import GenerativeModel, build
@@ -72,6 +72,7 @@ class TrainResult:
     seconds: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    privacy: dict[str, Any] | None = None  # σ, q, steps, δ, accountant and ε of a DP run
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class TrainResult:
             "test_loss": self.test_loss,
             "train_seconds": self.seconds,
             "device": self.device,
+            **({"privacy": self.privacy} if self.privacy else {}),
         }
 
 
@@ -98,12 +100,20 @@ class Trainer:
         model: a model from :func:`genlab.models.build` (moved to the device here).
         config: the training settings.
         callbacks: called in order at each hook.
+        privacy: DP-SGD settings; ``None`` trains without DP.
     """
 
     def __init__(
-        self, model: GenerativeModel, config: TrainConfig, *, callbacks: Sequence[Callback] = ()
+        self,
+        model: GenerativeModel,
+        config: TrainConfig,
+        *,
+        callbacks: Sequence[Callback] = (),
+        privacy: PrivacyConfig | None = None,
     ):
         self.config = config
+        self.privacy = privacy
+        self.dp = None  # the PrivateTraining of a DP run, attached in fit()
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.callbacks = list(callbacks)
@@ -155,6 +165,19 @@ class Trainer:
         steps_per_epoch = -(-len(x) // cfg.batch_size)
         self.total_steps = steps_per_epoch * cfg.epochs
         shuffle = torch.Generator().manual_seed(cfg.seed)
+        if self.privacy is not None:
+            from genlab.privacy.dp import PrivateTraining  # the one door to Opacus
+
+            self.dp = PrivateTraining(
+                self.model,
+                self.optimizers,
+                n_train=len(x),
+                batch_size=cfg.batch_size,
+                epochs=cfg.epochs,
+                config=self.privacy,
+                seed=cfg.seed,
+            )
+            self.total_steps = self.dp.steps_per_epoch * cfg.epochs
         start = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -164,7 +187,12 @@ class Trainer:
             self.epoch = epoch
             sums: dict[str, Tensor] = {}
             n_batches = 0
-            for xb, yb in self.batches(x, y, shuffle):
+            batches = self.dp.batches(x, y) if self.dp else self.batches(x, y, shuffle)
+            for xb, yb in batches:
+                if len(xb) == 0:  # an empty Poisson batch: a noise-only step, no metrics
+                    self.dp.empty_step()
+                    self.step += 1
+                    continue
                 metrics = self.model.train_step(xb, yb, self.optimizers)
                 self.step += 1
                 n_batches += 1
@@ -172,14 +200,20 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, metrics)
-            epoch_metrics = {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
+            epoch_metrics = {f"train_{k}": float(v) / max(n_batches, 1) for k, v in sums.items()}
             train_loss = epoch_metrics.get("train_loss", float("nan"))
             test_loss = self.evaluate_loss(xt, yt)
             epoch_metrics.update(test_loss=test_loss, seconds=time.perf_counter() - start)
+            if self.dp:
+                epoch_metrics["epsilon"] = self.dp.epsilon()
             self.history.append({"epoch": epoch, "step": self.step, **epoch_metrics})
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, epoch_metrics)
         self.model.eval()
+        privacy = None
+        if self.dp:
+            privacy = self.dp.record()
+            self.dp.close()
         result = TrainResult(
             epochs=cfg.epochs,
             steps=self.step,
@@ -188,6 +222,7 @@ class Trainer:
             seconds=time.perf_counter() - start,
             device=str(self.device),
             history=self.history,
+            privacy=privacy,
         )
         for cb in self.callbacks:
             cb.on_train_end(self, result)
@@ -199,7 +234,8 @@ def check_run(cfg: RunConfig) -> DataSplits:
 
     Raises:
         DataError: the dataset cannot be loaded.
-        ConfigError: a setting does not fit the data (a batch larger than the train split).
+        ConfigError: a setting does not fit the data (a batch larger than the train split, a
+            δ not below 1/N) or a DP run's model has a layer Opacus cannot handle.
     """
     d = cfg.data
     data = load_dataset(
@@ -209,6 +245,16 @@ def check_run(cfg: RunConfig) -> DataSplits:
         raise ConfigError(
             f"batch_size {cfg.train.batch_size} is larger than the train split of "
             f"{d.name} ({len(data.train)} images)"
+        )
+    if cfg.privacy is not None:  # DP settings that only the data and the model can check
+        from genlab.privacy.accounting import validate_delta
+        from genlab.privacy.dp import check_model_ready
+
+        validate_delta(cfg.privacy.delta, len(data.train))
+        check_model_ready(
+            build(
+                cfg.model, shape=data.shape, num_classes=data.num_classes, config=cfg.model_config
+            )
         )
     return data
 
@@ -236,5 +282,6 @@ def train_run(
     model, data = prepare_run(cfg)
     if cfg.train.epochs is None:
         raise ConfigError("epochs must be set (make_run_config fills in the model's default)")
-    result = Trainer(model, cfg.train, callbacks=callbacks).fit(data)
+    trainer = Trainer(model, cfg.train, callbacks=callbacks, privacy=cfg.privacy)
+    result = trainer.fit(data)
     return model, result

@@ -28,6 +28,7 @@ class GenerativeModel(nn.Module):
     has_latent: ClassVar[bool] = False
     has_likelihood: ClassVar[bool] = False
     conditional: ClassVar[bool] = False
+    stochastic_score: ClassVar[bool] = False  # score() draws noise; the audit averages draws
 
     def __init__(self, config: Any, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__()
@@ -75,6 +76,10 @@ class GenerativeModel(nn.Module):
     def private_modules(self) -> nn.Module:
         """The submodules that see real data and so need DP (the whole model by default)."""
         return self
+
+    def dp_incompatibility(self) -> str | None:
+        """Why this configuration cannot train with DP-SGD, or ``None`` when it can."""
+        return None
 
     # ------------------------------------------------------------------ generation and scores
     @torch.no_grad()

@@ -81,6 +81,7 @@ class CVAE(LatentModel):
     """Gaussian encoder q(z|x,y), Bernoulli decoder p(x|z,y); the loss is -ELBO of p(x|y)."""
 
     has_likelihood = True
+    stochastic_score = True  # the ELBO draws z
     conditional = True
 
     def __init__(self, config: CVAEConfig, *, shape: tuple[int, int, int], num_classes: int):
@@ -169,6 +170,11 @@ class CVAE(LatentModel):
     def loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         rec, kl = self._terms(x, self._need_labels(y, "loss(x, y)"))
         return rec + self.config.beta * kl
+
+    def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Membership score: minus the training objective given the label (as the VAE's), or
+        minus the label-free bound when no label is given."""
+        return -self.eval_loss(x) if y is None else -self.loss(x, y)
 
     def eval_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """-ELBO with beta = 1: a bound on -log p(x|y), or on -log p(x) when y is None."""

@@ -244,12 +244,17 @@ class GAN(LatentModel):
             d_loss = self.private_loss(x, y).mean()  # exactly what DP-SGD clips per sample
             d_loss.backward()
             opt_d.step()
+        # The generator's step is post-processing under DP: it reads only D's (already
+        # privatised) weights and fresh noise z, never a real image, so it costs no ε.
         with _public_pass(self.discriminator):
             opt_g.zero_grad(set_to_none=True)
             fake = self._fakes(len(x), x)
             g_loss = self._g_terms(self.discriminator(fake)).mean()
             g_loss.backward()
             opt_g.step()
+        for p in self.discriminator.parameters():  # no per-sample state may outlive the step
+            if getattr(p, "grad_sample", None) is not None:
+                p.grad_sample = None
         self._update_ema()
         return {"loss": d_loss.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
@@ -263,6 +268,13 @@ class GAN(LatentModel):
 
     def private_modules(self) -> nn.Module:
         return self.discriminator
+
+    def dp_incompatibility(self) -> str | None:
+        if self.config.d_steps > 1:
+            # each DP step must draw its own Poisson batch for the accountant's subsampling
+            # analysis to hold; reusing one batch for several noisy steps would break it
+            return f"d_steps must be 1 with DP (got {self.config.d_steps})"
+        return None
 
     # ---------------------------------------------------------------- scores and latents
     def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -125,6 +125,7 @@ class VAE(LatentModel):
     """Gaussian encoder, Bernoulli decoder; the loss is the negative ELBO in nats per image."""
 
     has_likelihood = True
+    stochastic_score = True  # the ELBO draws z
 
     def __init__(self, config: VAEConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)
@@ -180,6 +181,13 @@ class VAE(LatentModel):
     def loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         rec, kl = self._terms(x)
         return rec + self.config.beta * kl
+
+    def score(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Membership score: minus the objective the model minimised on its members (the
+        beta-weighted negative ELBO; the LOSS attack of Yeom et al. 2018 uses the training loss).
+        With beta < 1 this tracks memorisation far better than the beta = 1 ELBO, whose large,
+        image-dependent KL term drowns the reconstruction gap."""
+        return -self.loss(x, y)
 
     def eval_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The negative ELBO with beta = 1 (a bound on -log p(x)), whatever beta trained it."""

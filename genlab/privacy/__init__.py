@@ -1,8 +1,14 @@
 """Privacy axis: the one door to Opacus.
 
-Only this package imports opacus. Today it checks that every model is ready for DP-SGD
-(:func:`validate_private_modules`, :func:`per_sample_gradients`); DP training, accounting and the
-membership audit arrive here next.
+Only this package imports opacus. It holds:
+
+- ``readiness``: Opacus's validator and per-sample gradients checked one sample at a time;
+- ``accounting``: ε from σ, σ from ε, and the budget planner, with Opacus's accountants;
+- ``dp``: DP-SGD training (:class:`~genlab.privacy.dp.PrivateTraining`, used by the Trainer);
+- ``attack``: the statistics of a membership-inference attack (no model code);
+- ``audit``: the membership audit of a trained model.
+
+Submodules that import opacus are loaded when first used, so ``attack`` stays light.
 """
 
 from genlab.privacy.readiness import (
