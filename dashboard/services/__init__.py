@@ -6,7 +6,9 @@ and render what comes back. The modules behind this door:
 - :mod:`services.core`: the run store, runs, training forms and the shared model loader;
 - :mod:`services.explore`: the Explore page's pictures (samples, class rows, mixture components,
   reconstructions, traversals, interpolations) and what each model can show;
-- :mod:`services.labels`: text labels drawn onto those grids.
+- :mod:`services.labels`: text labels drawn onto those grids;
+- :mod:`services.privacy`: DP settings and budget plans, a run's privacy record and audit, the
+  most exposed training images; :mod:`services.privacy_plots`: the privacy charts.
 """
 
 from genlab.fidelity import FD_NOTE
@@ -45,15 +47,39 @@ from .explore import (
     weights_figure,
 )
 from .labels import caption_cells, label_rows
+from .privacy import (
+    DP_DEFAULTS,
+    accountants,
+    check_dp_settings,
+    epsilon_history,
+    exposed_image,
+    is_audited,
+    plan,
+    privacy_block,
+    run_audit,
+    run_label,
+    run_train_size,
+    train_size,
+)
+from .privacy_plots import (
+    epsilon_pair,
+    epsilon_pair_figure,
+    epsilon_steps_figure,
+    plan_figure,
+    roc_figure,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DP_DEFAULTS",
     "FD_NOTE",
     "TARGET_PX",
     "TRAIN_DEFAULTS",
+    "accountants",
     "cancel_run",
     "capabilities",
     "caption_cells",
+    "check_dp_settings",
     "class_grid",
     "class_labels",
     "component_grid",
@@ -61,22 +87,36 @@ __all__ = [
     "datasets",
     "default_model",
     "elapsed_seconds",
+    "epsilon_history",
+    "epsilon_pair",
+    "epsilon_pair_figure",
+    "epsilon_steps_figure",
+    "exposed_image",
     "get_store",
     "grid_scale",
     "interpolation_grid",
+    "is_audited",
     "label_rows",
     "list_runs",
     "load_model",
     "loss_figure",
     "model_fields",
     "models",
+    "plan",
+    "plan_figure",
+    "privacy_block",
     "reconstruction_grid",
+    "roc_figure",
+    "run_audit",
+    "run_label",
     "run_history",
     "run_info",
+    "run_train_size",
     "runs_table",
     "sample_grid",
     "start_run",
     "train_defaults",
+    "train_size",
     "traversal_grid",
     "weights_figure",
 ]

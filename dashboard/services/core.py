@@ -71,14 +71,18 @@ def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
 
 
 def start_run(model: str, dataset: str, epochs: int, seed: int, batch_size: int, lr: float,
-              model_settings: dict[str, Any]) -> str:
+              model_settings: dict[str, Any], privacy: dict[str, Any] | None = None) -> str:
     """Validate the settings and queue a run on a background worker; returns its id.
+
+    Args:
+        privacy: the :class:`genlab.config.PrivacyConfig` fields for a DP run; None for no DP.
 
     Raises:
         ConfigError: a setting is invalid (the message names it).
     """
     overrides = {**model_settings, "batch_size": int(batch_size), "lr": float(lr)}
-    cfg = make_run_config(model, dataset, epochs=int(epochs), seed=int(seed), overrides=overrides)
+    cfg = make_run_config(model, dataset, epochs=int(epochs), seed=int(seed), overrides=overrides,
+                          privacy=privacy)
     return jobs.submit(get_store(), cfg, owner="dashboard")
 
 

@@ -1,7 +1,10 @@
 """Train: choose a model and data, set the model's config, start a background run, follow it live.
 
 The form is built from the model's config fields, so a new model family needs no change here.
-Training runs in a worker process (``services.start_run``); the live panel polls the store.
+With differential privacy on, the page shows the planned ε (or the σ a target ε needs) for the
+current data, batch size and epochs before anything starts; it is not an ``st.form``, so the plan
+follows every change. Training runs in a worker process (``services.start_run``); the live panel
+polls the store.
 """
 
 import dataclasses
@@ -50,6 +53,63 @@ def field_widget(model: str, field: dict):
     text = st.text_input(name, value="" if default is None else str(default), key=key,
                          help=help_text)
     return None if text == "" and default is None else text
+
+
+def privacy_settings(dataset: str, batch_size: int, epochs: int) -> tuple[dict | None, str | None]:
+    """The DP switch and, when on, its settings checked by genlab and the planned ε.
+
+    Returns:
+        ``(privacy, error)``: the PrivacyConfig fields (None with DP off) and genlab's one-line
+        message when a setting is invalid (None when they are fine).
+    """
+    if not st.toggle("Differential privacy", key="train_dp",
+                     help="Train with DP-SGD: each image's gradient is clipped and noise is added, "
+                          "so the model provably depends little on any one image."):
+        return None, None
+    dp = services.DP_DEFAULTS
+    mode_col, budget_col, delta_col, clip_col, accountant_col = st.columns(5)
+    by_target = mode_col.radio("Budget by", ["target ε", "noise σ"], key="train_dp_mode",
+                               help="Ask for the ε the run must end at (genlab picks the noise), "
+                                    "or set the noise σ and see the ε it buys.") == "target ε"
+    if by_target:
+        privacy = {"epsilon": budget_col.number_input(
+            "Target ε", value=dp["epsilon"], step=0.5, format="%g", key="train_dp_epsilon",
+            help="The privacy budget: smaller is more private. Around 1 is strong, 10 is weak.")}
+    else:
+        privacy = {"noise_multiplier": budget_col.number_input(
+            "Noise σ", value=dp["noise_multiplier"], step=0.1, format="%g", key="train_dp_sigma",
+            help="Noise standard deviation, relative to max_grad_norm: more noise, smaller ε.")}
+    privacy["delta"] = delta_col.number_input(
+        "δ", value=dp["delta"], step=1e-6, format="%g", key="train_dp_delta",
+        help="The small chance the guarantee fails; it must be below 1/N for N training images.")
+    privacy["max_grad_norm"] = clip_col.number_input(
+        "max_grad_norm", value=dp["max_grad_norm"], step=0.1, format="%g",
+        key="train_dp_max_grad_norm", help="Each image's gradient is clipped to this L2 norm.")
+    privacy["accountant"] = accountant_col.selectbox(
+        "Accountant", services.accountants(), key="train_dp_accountant",
+        help="prv is tight; rdp is the classic, looser bound.")
+    try:
+        n = services.train_size(dataset)
+        services.check_dp_settings(privacy, n=n, batch_size=batch_size)
+        plan = services.plan(n, batch_size, epochs, privacy["delta"],
+                             sigma=privacy.get("noise_multiplier"), epsilon=privacy.get("epsilon"),
+                             accountant=privacy["accountant"])
+    except GenlabError as err:
+        st.error(str(err))
+        return privacy, str(err)
+    numbers, curve = st.columns([1, 2])
+    numbers.metric("Planned ε", f"{plan['epsilon']:.3g}",
+                   help=f"ε after {epochs} epochs at δ = {plan['delta']:g}; smaller is more "
+                        "private.")
+    numbers.metric("Noise σ", f"{plan['noise_multiplier']:.3g}",
+                   help="Chosen so the run ends at the target ε." if by_target else None)
+    numbers.caption(f"N = {n:,} training images, batch {batch_size}: sampling rate q ≈ B/N = "
+                    f"{plan['sample_rate']:.3f}, {plan['steps']:,} steps; "
+                    f"{plan['accountant'].upper()} accountant.")
+    if plan["fallback_reason"]:
+        numbers.caption(plan["fallback_reason"])
+    curve.plotly_chart(services.plan_figure(plan), key="train_dp_plan")
+    return privacy, None
 
 
 def format_elapsed(seconds: float | None) -> str:
@@ -119,29 +179,32 @@ dataset = data_col.selectbox("Dataset", services.datasets(), key="train_dataset"
                              on_change=reset_train_defaults)
 defaults = services.train_defaults(model, dataset)
 
-with st.form("train_form"):
-    st.subheader(f"{model} settings")
-    columns = st.columns(3)
-    settings = {}
-    for i, field in enumerate(services.model_fields(model)):
-        with columns[i % 3]:
-            settings[field["name"]] = field_widget(model, field)
-    st.subheader("Training")
-    epochs_col, batch_col, lr_col, seed_col = st.columns(4)
-    epochs = epochs_col.number_input("Epochs", min_value=1, value=defaults["epochs"], step=1,
-                                     key="train_epochs", help="Passes over the train split.")
-    batch_size = batch_col.number_input("Batch size", min_value=1, value=defaults["batch_size"],
-                                        step=16, key="train_batch_size")
-    lr = lr_col.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]),
-                             step=1e-4, format="%g", key="train_lr", help="Adam's step size.")
-    seed = seed_col.number_input("Seed", min_value=0, value=0, step=1, key="train_seed",
-                                 help="The same seed and settings give the same model.")
-    start = st.form_submit_button("Start training", type="primary", key="train_start",
-                                  icon=":material/play_arrow:")
+st.subheader(f"{model} settings")
+columns = st.columns(3)
+settings = {}
+for i, field in enumerate(services.model_fields(model)):
+    with columns[i % 3]:
+        settings[field["name"]] = field_widget(model, field)
+st.subheader("Training")
+epochs_col, batch_col, lr_col, seed_col = st.columns(4)
+epochs = epochs_col.number_input("Epochs", min_value=1, value=defaults["epochs"], step=1,
+                                 key="train_epochs", help="Passes over the train split.")
+batch_size = batch_col.number_input("Batch size", min_value=1, value=defaults["batch_size"],
+                                    step=16, key="train_batch_size")
+lr = lr_col.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]),
+                         step=1e-4, format="%g", key="train_lr", help="Adam's step size.")
+seed = seed_col.number_input("Seed", min_value=0, value=0, step=1, key="train_seed",
+                             help="The same seed and settings give the same model.")
+privacy, privacy_error = privacy_settings(dataset, int(batch_size), int(epochs))
+start = st.button("Start training", type="primary", key="train_start",
+                  icon=":material/play_arrow:")
 
-if start:
+if start and privacy_error:
+    st.warning("Fix the differential privacy settings above first.")
+elif start:
     try:
-        run_id = services.start_run(model, dataset, epochs, seed, batch_size, lr, settings)
+        run_id = services.start_run(model, dataset, epochs, seed, batch_size, lr, settings,
+                                    privacy=privacy)
     except GenlabError as err:
         st.error(str(err))
     else:
