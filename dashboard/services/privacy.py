@@ -18,10 +18,11 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from genlab.config import PrivacyConfig
+from genlab.config import ACCOUNTANTS, PrivacyConfig
 from genlab.data import load_dataset
 from genlab.evaluate import EXPOSED_GRID, audit_run
-from genlab.privacy.accounting import ACCOUNTANTS, check_privacy_settings, plan_budget
+from genlab.privacy.accounting import plan_budget
+from genlab.privacy.checks import check_privacy_settings
 from genlab.runs import RunInfo
 
 from .core import get_store, home_key
