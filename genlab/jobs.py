@@ -25,6 +25,7 @@ import torch
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
+from genlab.procs import process_stat
 from genlab.runs import RunStore
 from genlab.train import Callback, Trainer, TrainResult, check_run, resolve_device, train_run
 from genlab.viz import image_grid, save_png
@@ -146,10 +147,20 @@ def submit(store: RunStore, cfg: RunConfig, *, owner: str | None = None) -> str:
         owner=owner,
         config_hash=cfg.config_hash(),
     )
-    log = open(store.artifacts_dir(run_id) / "worker.log", "ab")
+    proc = _spawn(store, run_id, [run_id], "worker.log")
+    store.set_pid(run_id, proc.pid)
+    return run_id
+
+
+AUDIT_PID = "audit.pid"  # in the run's folder while a background audit runs: "pid starttime"
+AUDIT_ERROR = "audit.error"  # the one-line reason the last background audit failed
+
+
+def _spawn(store: RunStore, run_id: str, args: list[str], log_name: str) -> subprocess.Popen:
+    log = open(store.artifacts_dir(run_id) / log_name, "ab")
     env = {**os.environ, "GENLAB_HOME": str(store.home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genlab.jobs", run_id],
+        [sys.executable, "-m", "genlab.jobs", *args],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -157,10 +168,41 @@ def submit(store: RunStore, cfg: RunConfig, *, owner: str | None = None) -> str:
         start_new_session=True,
     )
     log.close()
-    store.set_pid(run_id, proc.pid)
     # Reap the child when it ends, so a finished worker never lingers as a zombie.
     threading.Thread(target=proc.wait, daemon=True).start()
-    return run_id
+    return proc
+
+
+def submit_audit(store: RunStore, run_id: str, *, reference: bool = True) -> None:
+    """Start the membership audit of a finished run in a background process.
+
+    The full audit trains a reference model, and training never runs inside a page; the page
+    polls :func:`audit_state` instead.
+    """
+    folder = store.artifacts_dir(store.get(run_id).id)
+    (folder / AUDIT_ERROR).unlink(missing_ok=True)
+    args = ["--audit", run_id] + ([] if reference else ["--no-reference"])
+    proc = _spawn(store, run_id, args, "audit.log")
+    stat = process_stat(proc.pid)
+    (folder / AUDIT_PID).write_text(f"{proc.pid} {stat[1] if stat else 0}")
+
+
+def audit_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
+    """``(running, error)`` of the run's background audit; a dead worker's marker is cleared."""
+    folder = store.artifacts_dir(run_id)
+    marker, error_file = folder / AUDIT_PID, folder / AUDIT_ERROR
+    error = error_file.read_text().strip() if error_file.exists() else None
+    if not marker.exists():
+        return False, error
+    try:
+        pid, start = (int(v) for v in marker.read_text().split())
+    except ValueError:
+        pid, start = -1, -1
+    stat = process_stat(pid) if pid > 0 else None
+    if stat is not None and stat[0] != "Z" and (start == 0 or stat[1] == start):
+        return True, None
+    marker.unlink(missing_ok=True)
+    return False, error or "the audit's worker stopped before it finished"
 
 
 def cancel(store: RunStore, run_id: str) -> str:
@@ -179,12 +221,34 @@ def wait(store: RunStore, run_id: str, *, timeout: float = 600, poll: float = 0.
     raise TimeoutError(f"run {run_id} still {status} after {timeout:.0f} s")
 
 
+def audit_main(store: RunStore, run_id: str, *, reference: bool) -> int:
+    """Body of a background audit: run it, record a failure in one line, clear the marker."""
+    from genlab.evaluate import audit_run
+
+    folder = store.artifacts_dir(run_id)
+    try:
+        audit_run(store, run_id, reference=reference)
+        return 0
+    except Exception as err:
+        (folder / AUDIT_ERROR).write_text(str(err) if isinstance(err, GenlabError)
+                                          else f"{type(err).__name__}: {err}")
+        print(f"genlab audit worker: {err}", file=sys.stderr)
+        return 1
+    finally:
+        (folder / AUDIT_PID).unlink(missing_ok=True)
+
+
 def worker_main(argv: list[str] | None = None) -> int:
-    """Entry point of a background worker: ``python -m genlab.jobs RUN_ID``."""
+    """Entry point of a background worker: ``python -m genlab.jobs RUN_ID`` trains a queued run;
+    ``python -m genlab.jobs --audit RUN_ID [--no-reference]`` audits a finished one."""
     parser = argparse.ArgumentParser(prog="python -m genlab.jobs")
     parser.add_argument("run_id")
+    parser.add_argument("--audit", action="store_true")
+    parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args(argv)
     store = RunStore(recover=False)
+    if args.audit:
+        return audit_main(store, args.run_id, reference=not args.no_reference)
     info = store.get(args.run_id)
     try:
         device = resolve_device(RunConfig.from_dict(info.config).train.device).type

@@ -94,3 +94,33 @@ def test_submit_refuses_bad_data_without_creating_a_run(store, tmp_path):
     with pytest.raises(Exception, match="images have shape"):
         jobs.submit(store, make_run_config("vae", str(tmp_path / "bad.npz")))
     assert store.list() == []
+
+
+def test_background_audit_fills_the_privacy_record(store):
+    cfg = make_run_config("mixture", "digits", epochs=2, seed=0, privacy={"epsilon": 4.0})
+    run_id = store.create_run(model=cfg.model, dataset="digits", config=cfg.to_dict(),
+                              config_hash=cfg.config_hash())
+    jobs.execute_run(store, run_id)
+    jobs.submit_audit(store, run_id, reference=True)
+    assert jobs.audit_state(store, run_id) == (True, None)
+    deadline = time.monotonic() + 180
+    while jobs.audit_state(store, run_id)[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs.audit_state(store, run_id) == (False, None)
+    block = store.get(run_id).record["privacy"]
+    assert set(block["attacks"]) == {"loss", "reference"}
+    assert 0 <= block["epsilon_lower_bound"] <= block["epsilon"] <= 4.0
+    assert not (store.artifacts_dir(run_id) / jobs.AUDIT_PID).exists()
+
+
+def test_a_failed_background_audit_leaves_one_line(store):
+    cfg = make_run_config("mixture", "digits", epochs=1, seed=0)
+    run_id = store.create_run(model=cfg.model, dataset="digits", config=cfg.to_dict(),
+                              config_hash=cfg.config_hash())  # queued: never trained
+    jobs.submit_audit(store, run_id, reference=False)
+    deadline = time.monotonic() + 60
+    while jobs.audit_state(store, run_id)[0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    running, error = jobs.audit_state(store, run_id)
+    assert not running and "not finished" in error and "\n" not in error
+    assert "privacy" not in store.get(run_id).record

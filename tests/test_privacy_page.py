@@ -8,6 +8,7 @@ once per session; each test points GENLAB_HOME at them.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,3 +236,22 @@ def test_privacy_page_runs_a_missing_audit(genlab_home):
     assert record["mia_attack"] == "loss" and record["epsilon"] is None
     assert chart(at, "privacy_roc")["layout"]["xaxis"]["type"] == "log"
     assert not [b for b in at.button if b.key == f"privacy_quick_{run_id}"]
+
+
+def test_privacy_page_starts_the_full_audit_in_the_background(genlab_home):
+    run_id = train_run(genlab_home)
+    at = open_page("privacy", run=run_id)
+    at.button(key=f"privacy_audit_{run_id}").click().run()
+    no_exception(at)
+    # the page does not train: it shows the background audit running, and no record yet
+    assert any("running in the background" in i.value for i in at.info)
+    store = RunStore(genlab_home)
+    deadline = time.monotonic() + 180
+    from genlab import jobs
+
+    while jobs.audit_state(store, run_id)[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.get(run_id).record["privacy"]["mia_attack"] in ("loss", "reference")
+    at.run()
+    no_exception(at)
+    assert chart(at, "privacy_roc")["layout"]["yaxis"]["type"] == "log"

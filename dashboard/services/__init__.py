@@ -50,6 +50,7 @@ from .labels import caption_cells, label_rows
 from .privacy import (
     DP_DEFAULTS,
     accountants,
+    audit_state,
     check_dp_settings,
     epsilon_history,
     exposed_image,
@@ -107,6 +108,7 @@ __all__ = [
     "privacy_block",
     "reconstruction_grid",
     "roc_figure",
+    "audit_state",
     "run_audit",
     "run_label",
     "run_history",

@@ -1,9 +1,10 @@
 """The privacy axis for the Train and Privacy pages: DP settings, budget plans, audits, pictures.
 
 Budget plans call Opacus's accountants (PRV takes seconds for a long curve), so they are cached
-and drawn with few curve points. The membership audit runs in the page's own process when the
-user asks for it (it trains a small reference model, so it takes a while); everything else only
-reads the run's record, its history and its ``audit_exposed.png``. The charts live in
+and drawn with few curve points. The full membership audit trains a reference model, so it runs
+in a background worker (:func:`genlab.jobs.submit_audit`) and the page polls it; the quick audit
+(scores only) runs here. Everything else only reads the run's record, its history and its
+``audit_exposed.png``. The charts live in
 :mod:`services.privacy_plots`.
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
+from genlab import jobs
 from genlab.config import ACCOUNTANTS, PrivacyConfig
 from genlab.data import load_dataset
 from genlab.evaluate import EXPOSED_GRID, audit_run
@@ -92,11 +94,21 @@ def is_audited(block: dict[str, Any]) -> bool:
     return "mia_auc" in block
 
 
-def run_audit(run_id: str, *, reference: bool) -> dict[str, Any]:
-    """Run the membership audit now (slow with ``reference``: a reference model trains)."""
-    block = audit_run(get_store(), run_id, reference=reference)
+def run_audit(run_id: str, *, reference: bool) -> dict[str, Any] | None:
+    """The quick audit (scores only, no training) runs here and returns the block; the full
+    audit trains a reference model, so it goes to a background worker and this returns None
+    (poll :func:`audit_state`)."""
+    if reference:
+        jobs.submit_audit(get_store(), run_id, reference=True)
+        return None
+    block = audit_run(get_store(), run_id, reference=False)
     _exposed_image.clear()
     return block
+
+
+def audit_state(run_id: str) -> tuple[bool, str | None]:
+    """``(running, error)`` of the run's background audit."""
+    return jobs.audit_state(get_store(), run_id)
 
 
 def epsilon_history(run_id: str) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 The run comes from ``?run=<id>`` or the selectbox, a second run to compare from ``?compare=<id>``
 or the second selectbox. Sections: ε against steps, a budget planner started from the run's
 settings, the attack's ROC (log-log), the empirical ε bound beside the formal ε, and the most
-exposed training images. A run without an audit gets buttons that run it here.
+exposed training images. A run without an audit gets buttons that start one (the full audit in a
+background worker, which the page polls).
 """
 
 import services
@@ -50,8 +51,9 @@ def from_url(param: str, key: str, by_id: dict) -> None:
 
 
 def audit(run_id: str, *, reference: bool) -> None:
-    what = "Training a reference model, then attacking both" if reference else "Attacking"
-    with st.spinner(f"{what} run {run_id}… (this can take a minute)"):
+    """The quick audit runs here; the full one starts a background worker (it trains)."""
+    what = "Starting the audit of" if reference else "Attacking"
+    with st.spinner(f"{what} run {run_id}…"):
         try:
             services.run_audit(run_id, reference=reference)
         except (GenlabError, RuntimeError, ValueError) as err:
@@ -60,8 +62,24 @@ def audit(run_id: str, *, reference: bool) -> None:
     st.rerun()
 
 
+def poll_audit(run_id: str) -> None:
+    """Redraw the whole page once the background audit has ended."""
+    running, _ = services.audit_state(run_id)
+    if not running:
+        st.rerun()
+
+
 def offer_audit(run_id: str) -> None:
-    """Buttons that run the membership audit on a run that has none."""
+    """Buttons that run the membership audit on a run that has none (or its progress)."""
+    running, error = services.audit_state(run_id)
+    if running:
+        st.info(f"The membership audit of **{run_id}** is running in the background: a "
+                "reference model trains first, then both models are attacked. This page "
+                "updates when it is done.")
+        st.fragment(poll_audit, run_every=2.0)(run_id)
+        return
+    if error:
+        st.error(f"The last audit of {run_id} failed: {error}")
     st.markdown(f"**{run_id}** has no membership audit yet.")
     full, quick = st.columns(2)
     if full.button("Run the membership audit", key=f"privacy_audit_{run_id}", type="primary",
