@@ -120,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     store = RunStore()
     run_id = store.get(args.run).id
-    record = evaluate_run(store, run_id)
+    record = evaluate_run(store, run_id, reference=not args.no_reference)
     if args.json:
         _print_json(run_json(store.get(run_id)))
     else:
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute a finished run's record. " + FD_NOTE,
     )
     e.add_argument("run", help="a run id or a unique prefix of one")
+    e.add_argument("--no-reference", action="store_true",
+                   help="audit with the global-threshold attack only (no reference model)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 

@@ -97,6 +97,7 @@ def evaluate_run(
     n_generated: int = N_GENERATED,
     seed: int = EVAL_SEED,
     audit: bool = True,
+    reference: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Compute and store the record blocks of a finished run; returns the whole record.
 
@@ -122,5 +123,5 @@ def evaluate_run(
     store.update_record(info.id, "performance", performance)
     store.update_record(info.id, "cost", cost_block(model, info.summary))
     if audit:
-        audit_run(store, info.id)
+        audit_run(store, info.id, reference=reference)
     return store.get(info.id).record
