@@ -231,6 +231,18 @@ def test_explore_grids_have_the_promised_layout(trained_home):
     assert not np.array_equal(first_row[:, : 9 * scale], first_row[:, -9 * scale:])
 
 
+def test_explore_grids_have_grey_gutters_and_no_empty_cells(trained_home):
+    _, run_id = trained_home
+    scale, cell = services.grid_scale((1, 8, 8)), 9 * services.grid_scale((1, 8, 8))
+    grid = services.sample_grid(run_id, 18, 0)  # 5 per row: 3 full rows, then 3 images
+    grey = round(services.GUTTER * 255)
+    assert (grid[:scale] == grey).all() and (grid[:, :scale] == grey).all()
+    assert (grid[:, cell: cell + scale] == grey).all()  # between the first two columns
+    last_row = grid[3 * cell + scale:]
+    assert (last_row[:, 3 * cell + scale:] == 255).all()  # no grey frames without an image
+    assert last_row[:, : 3 * cell].std() > 0
+
+
 def test_explore_reports_an_unknown_run_in_the_url(trained_home):
     at = open_page("explore", run="no-such-run")
     no_exception(at)

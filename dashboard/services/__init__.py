@@ -33,6 +33,7 @@ from .core import (
     train_defaults,
 )
 from .explore import (
+    GUTTER,
     TARGET_PX,
     capabilities,
     class_grid,
@@ -74,6 +75,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DP_DEFAULTS",
     "FD_NOTE",
+    "GUTTER",
     "TARGET_PX",
     "TRAIN_DEFAULTS",
     "accountants",

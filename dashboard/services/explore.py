@@ -28,6 +28,9 @@ from .core import get_store, home_key, load_model, model_at
 from .labels import caption_cells, label_rows
 
 TARGET_PX = 64  # small images are scaled up (nearest neighbour) to about this many pixels
+# Light grey gutters between images: white ones merge with white strokes that touch an image's
+# edge (binary PixelCNN samples above all); darker ones merge with blurry mid-grey samples.
+GUTTER = 0.8
 COMPONENTS_PER_ROW = 10
 
 
@@ -65,6 +68,20 @@ def _cell(shape: tuple[int, ...]) -> tuple[int, int]:
     return (shape[-2] + 1) * grid_scale(shape), (shape[-1] + 1) * grid_scale(shape)
 
 
+def _tile(images: torch.Tensor, shape: tuple[int, ...], nrow: int | None = None) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] as one uint8 grid, scaled up, with grey gutters; the empty
+    cells after the last image (when N is not a multiple of ``nrow``) are left white."""
+    n = len(images)
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    scale = grid_scale(shape)
+    grid = image_grid(images, nrow=nrow, scale=scale, pad_value=GUTTER).copy()
+    rows, last = math.ceil(n / nrow), n - (math.ceil(n / nrow) - 1) * nrow
+    if last < nrow:
+        h, w = shape[-2:]
+        grid[((rows - 1) * (h + 1) + 1) * scale:, (last * (w + 1) + 1) * scale:] = 255
+    return grid
+
+
 def _test_images(data, n: int, seed: int) -> torch.Tensor:
     """``n`` test images picked by ``seed`` (a fixed pick for a given seed)."""
     pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(seed))[:n]
@@ -81,7 +98,7 @@ def _sample_grid(home: str, run_id: str, n: int, seed: int,
                  _progress: ProgressFn | None = None) -> np.ndarray:
     model, _, data = model_at(home, run_id)
     images = model.sample(n, generator=torch.Generator().manual_seed(seed), progress=_progress)
-    return image_grid(images, scale=grid_scale(data.shape))
+    return _tile(images, data.shape)
 
 
 def sample_grid(run_id: str, n: int, seed: int, *,
@@ -103,7 +120,7 @@ def _class_grid(home: str, run_id: str, per_class: int, seed: int) -> np.ndarray
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
     images, _ = model.sample_with_labels(len(labels), labels=labels,
                                          generator=torch.Generator().manual_seed(seed))
-    grid = image_grid(images.cpu(), nrow=per_class, scale=grid_scale(data.shape))
+    grid = _tile(images.cpu(), data.shape, nrow=per_class)
     return label_rows(grid, class_labels(model.num_classes), row_height=_cell(data.shape)[0])
 
 
@@ -127,7 +144,7 @@ def _component_grid(home: str, run_id: str, top: int) -> np.ndarray:
     means, weights = model.components()
     means, weights = means[:top].cpu(), weights[:top].tolist()
     per_row = min(COMPONENTS_PER_ROW, len(weights))
-    grid = image_grid(means, nrow=per_row, scale=grid_scale(data.shape))
+    grid = _tile(means, data.shape, nrow=per_row)
     return caption_cells(grid, [f"{w:.1%}" for w in weights], per_row=per_row,
                          cell=_cell(data.shape), offset=grid_scale(data.shape))
 
@@ -164,7 +181,7 @@ def _reconstruction_grid(home: str, run_id: str, n: int, seed: int) -> np.ndarra
     x = _test_images(data, n, seed)
     with torch.no_grad():
         rec = model.reconstruct(x.to(model.device)).cpu()
-    return image_grid(torch.cat([x, rec]), nrow=len(x), scale=grid_scale(data.shape))
+    return _tile(torch.cat([x, rec]), data.shape, nrow=len(x))
 
 
 def reconstruction_grid(run_id: str, n: int, seed: int) -> np.ndarray:
@@ -182,7 +199,7 @@ def _traversal_grid(home: str, run_id: str, dims: tuple[int, ...], lo: float, hi
             base = model.encode(_test_images(data, 1, seed).to(model.device))[0].cpu()
     values = np.linspace(lo, hi, steps).tolist()
     images = traverse(model, base=base, dims=list(dims), values=values)
-    grid = image_grid(images, nrow=steps, scale=grid_scale(data.shape))
+    grid = _tile(images, data.shape, nrow=steps)
     return label_rows(grid, [f"z{d}" for d in dims], row_height=_cell(data.shape)[0])
 
 
@@ -210,14 +227,14 @@ def _interpolation_grid(home: str, run_id: str, pairs: int, steps: int, spherica
             z = model.encode(ends.to(model.device)).cpu()
     else:  # two draws from the prior per row
         z = model.prior_sample(2 * pairs, generator=torch.Generator().manual_seed(seed)).cpu()
-    gap = torch.ones(1, *data.shape)  # a white cell between a real image and decoded ones
+    gap = torch.ones(1, *data.shape)  # a white cell sets the real images apart
     rows = []
     for i in range(pairs):
         row = interpolate(model, z[2 * i], z[2 * i + 1], steps=steps, spherical=spherical).cpu()
         if ends is not None:
             row = torch.cat([ends[2 * i:2 * i + 1], gap, row, gap, ends[2 * i + 1:2 * i + 2]])
         rows.append(row)
-    return image_grid(torch.cat(rows), nrow=len(rows[0]), scale=grid_scale(data.shape))
+    return _tile(torch.cat(rows), data.shape, nrow=len(rows[0]))
 
 
 def interpolation_grid(run_id: str, pairs: int, steps: int, spherical: bool,

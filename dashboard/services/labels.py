@@ -40,27 +40,27 @@ def caption_cells(grid: np.ndarray, captions: list[str], *, per_row: int,
     """Insert a white band under each row of ``grid`` with a caption centred under each cell.
 
     Args:
-        grid: a tiled image of cells (an image plus its padding) starting ``offset`` pixels
-            from the top left.
+        grid: a tiled image: a gutter of ``offset`` pixels, then cells that each hold one image
+            followed by a gutter of the same width.
         captions: one short text per cell, row-major; cells past the last caption stay bare.
         per_row: cells per row of the grid.
-        cell: ``(height, width)`` of one cell, padding included, in pixels.
-        offset: the padding before the first cell, in pixels.
+        cell: ``(height, width)`` of one cell, gutter included, in pixels.
+        offset: the gutter's width, in pixels.
     """
     img = _as_image(grid)
     cell_h, cell_w = cell
     size = max(10, min(16, cell_w // 5))
     font = _font(size)
-    band = size + 6
+    band = size + 8
+    block = cell_h + offset  # one row of cells framed by the gutters above and below it
     rows = -(-len(captions) // per_row)
-    out = Image.new(img.mode, (img.width, img.height + rows * band), "white")
+    out = Image.new(img.mode, (img.width, rows * (block + band)), "white")
     draw = ImageDraw.Draw(out)
     for r in range(rows):
-        top = offset + r * cell_h
-        strip = img.crop((0, top, img.width, top + cell_h))
-        out.paste(strip, (0, top + r * band))
+        top = r * (block + band)
+        out.paste(img.crop((0, r * cell_h, img.width, r * cell_h + block)), (0, top))
         for c, text in enumerate(captions[r * per_row:(r + 1) * per_row]):
-            centre = offset + c * cell_w + cell_w // 2
+            centre = offset + c * cell_w + (cell_w - offset) / 2
             width = draw.textlength(text, font=font)
-            draw.text((centre - width / 2, top + r * band + cell_h), text, fill="black", font=font)
+            draw.text((centre - width / 2, top + block + 3), text, fill="black", font=font)
     return np.asarray(out)
