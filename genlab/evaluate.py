@@ -1,9 +1,9 @@
 """One call that fills a run's three-axis record (DESIGN.md, "The three-axis record").
 
-It fills ``performance``, ``privacy`` (the membership audit, beside the formal ε that training
-wrote) and ``cost``; the interpretability block joins through the same call. Sample counts and
-seeds are fixed and written into the record, so evaluating the same run twice gives the same
-numbers.
+It fills ``performance``, ``interpretability`` (faithfulness, stability and MIG; see
+:mod:`genlab.interpret.scores`), ``privacy`` (the membership audit, beside the formal ε that
+training wrote) and ``cost``. Sample counts and seeds are fixed and written into the record, so
+evaluating the same run twice gives the same numbers.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def evaluate_run(
         StoreError: the run has not finished (it has no weights to evaluate).
     """
     from genlab.fidelity import performance_block
+    from genlab.interpret import interpretability_block
 
     info = _finished(store, run_id)
     model, cfg, data = load_run_model(store, info.id)
@@ -121,6 +122,7 @@ def evaluate_run(
         nll_k=NLL_K,
     )
     store.update_record(info.id, "performance", performance)
+    store.update_record(info.id, "interpretability", interpretability_block(model, data, seed=seed))
     store.update_record(info.id, "cost", cost_block(model, info.summary))
     if audit:
         audit_run(store, info.id, reference=reference)

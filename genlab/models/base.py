@@ -29,6 +29,7 @@ class GenerativeModel(nn.Module):
     has_likelihood: ClassVar[bool] = False
     conditional: ClassVar[bool] = False
     stochastic_score: ClassVar[bool] = False  # score() draws noise; the audit averages draws
+    explain_target_name: ClassVar[str] = "default"  # what explain_target is: elbo, logit, loglik
 
     def __init__(self, config: Any, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__()
@@ -123,6 +124,15 @@ class GenerativeModel(nn.Module):
     def explain_target(self, x: Tensor) -> Tensor:
         """One differentiable, deterministic scalar per sample, the default target for Captum."""
         raise NotImplementedError
+
+    def explain_context(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Tensors that :meth:`explain_target` holds fixed while ``x`` is attributed (none here).
+
+        They are passed back as ``explain_target(x, *context)``. A family whose target is not
+        continuous in ``x`` (the PixelCNN conditioning on thresholded pixels) fixes that part
+        at the explained image, so the target is smooth along an attribution path.
+        """
+        return ()
 
     @property
     def device(self) -> torch.device:

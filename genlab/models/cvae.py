@@ -81,6 +81,7 @@ class CVAE(LatentModel):
     """Gaussian encoder q(z|x,y), Bernoulli decoder p(x|z,y); the loss is -ELBO of p(x|y)."""
 
     has_likelihood = True
+    explain_target_name = "elbo"
     stochastic_score = True  # the ELBO draws z
     conditional = True
 
@@ -189,6 +190,15 @@ class CVAE(LatentModel):
             return self._mix(self._elbo_per_class(x, "mean"))
         rec, kl = self._terms(x, y, z_mode="mean")
         return -(rec + kl)
+
+    def explain_context(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Attribute the ELBO of log p(x|c) at the class c the model sees in x (held fixed).
+
+        log p(x) mixes K ELBOs, one per class, and costs K passes; for a trained CVAE the class
+        posterior p(c|x) is nearly one-hot, so its gradient sum_c p(c|x) grad log p(x|c) is
+        the gradient of the winning class's term, at a K-th of the cost.
+        """
+        return (self.infer_labels(x),)
 
     @torch.no_grad()
     def infer_labels(self, x: Tensor) -> Tensor:

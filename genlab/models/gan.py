@@ -172,6 +172,7 @@ class GAN(LatentModel):
     """
 
     has_likelihood = False
+    explain_target_name = "logit"
 
     def __init__(self, config: GANConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)

@@ -100,6 +100,7 @@ class BernoulliMixture(GenerativeModel):
     """Mixture of Bernoulli products; ``loss`` is the exact NLL in nats per image."""
 
     has_likelihood = True
+    explain_target_name = "loglik"
 
     def __init__(self, config: MixtureConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)

@@ -140,6 +140,7 @@ class PixelCNN(GenerativeModel):
     """
 
     has_likelihood = True
+    explain_target_name = "loglik"
 
     def __init__(self, config: PixelCNNConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)
@@ -195,12 +196,27 @@ class PixelCNN(GenerativeModel):
         """The exact negative log-likelihood; ``k`` and ``generator`` are not needed."""
         return self.loss(x)
 
-    def explain_target(self, x: Tensor) -> Tensor:
+    def explain_target(self, x: Tensor, logits: Tensor | None = None) -> Tensor:
         """The log-likelihood log p(x): exact, deterministic and differentiable in x.
 
         With ``inputs="binary"`` the gradient reaches x through each pixel's own term only
-        (the threshold on the conditioning side has none)."""
-        return -self.loss(x)
+        (the threshold on the conditioning side has none). ``logits``, when given, are the
+        per-pixel predictions to score x against (see :meth:`explain_context`); with
+        ``logits = self.logits(x)`` this is exactly log p(x)."""
+        if logits is None:
+            return -self.loss(x)
+        bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        return -bce.flatten(1).sum(1)
+
+    def explain_context(self, x: Tensor) -> tuple[Tensor, ...]:
+        """With binary inputs, hold the predictions at those made from the explained image.
+
+        Thresholding makes log p(x) jump wherever a pixel crosses 0.5 on the way from a
+        baseline to x, and attributions that integrate gradients cannot see jumps. The gradient
+        at x is the same either way (the threshold has none), the target stays exact at x, and
+        the network runs once per image rather than once per attribution step.
+        """
+        return (self.logits(x).detach(),) if self.config.inputs == "binary" else ()
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()

@@ -125,6 +125,7 @@ class VAE(LatentModel):
     """Gaussian encoder, Bernoulli decoder; the loss is the negative ELBO in nats per image."""
 
     has_likelihood = True
+    explain_target_name = "elbo"
     stochastic_score = True  # the ELBO draws z
 
     def __init__(self, config: VAEConfig, *, shape: tuple[int, int, int], num_classes: int):
