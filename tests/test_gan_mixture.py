@@ -105,21 +105,32 @@ def test_gan_hinge_loss_is_the_hinge(digits, monkeypatch):
 
 
 def test_gan_generator_step_leaves_per_sample_hooks_alone(digits):
-    """Under Opacus (D wrapped for per-sample gradients) the G step must neither crash nor add
-    to D's per-sample gradients: those must come from the D step's private loss only."""
+    """Under Opacus (D wrapped for per-sample gradients) the D step sees per-sample gradients of
+    the private loss only, the G step neither crashes nor adds to them, and none outlive the
+    step (the issue: clear D's per-sample gradients after the generator step)."""
     from opacus.grad_sample import GradSampleModule
 
     model = _gan(digits)
     wrapped = GradSampleModule(model.discriminator, batch_first=True, loss_reduction="mean")
     try:
         opts = model.configure_optimizers(1e-3)
+        seen = []
+        d_step = opts[0].step
+
+        def spy_step(*args, **kwargs):  # what a DP optimizer would clip and noise, at its step
+            seen.append([(p.grad_sample.clone(), p.grad.clone())
+                         for p in model.discriminator.parameters()])
+            return d_step(*args, **kwargs)
+
+        opts[0].step = spy_step
         for i in range(2):
-            for p in model.discriminator.parameters():
-                p.grad_sample = None
             model.train_step(digits.train.x[16 * i : 16 * (i + 1)], None, opts)
-            for p in model.discriminator.parameters():
-                assert p.grad_sample.shape == (16, *p.shape)
-                assert torch.allclose(p.grad_sample.mean(0), p.grad, atol=1e-6)
+            for (sample, grad), p in zip(seen[-1], model.discriminator.parameters(), strict=True):
+                assert sample.shape == (16, *p.shape)
+                assert torch.allclose(sample.mean(0), grad, atol=1e-6)
+            assert all(getattr(p, "grad_sample", None) is None
+                       for p in model.discriminator.parameters())
+        assert len(seen) == 2
     finally:
         wrapped._close()
 
