@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser(
         "evaluate",
-        help="fill a finished run's record (performance, cost)",
+        help="fill a finished run's record (performance, interpretability, privacy audit, cost)",
         description="Compute a finished run's record. " + FD_NOTE,
     )
     e.add_argument("run", help="a run id or a unique prefix of one")
