@@ -12,7 +12,6 @@ busy machine one thread is several times faster than two for convolutions this s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ from genlab.checkpoint import load_weights, save_weights
 from genlab.data import DataSplits
 from genlab.errors import DataError
 from genlab.paths import cache_dir
+from genlab.threads import one_cpu_thread
 
 CODE_VERSION = 2  # bump whenever the architecture or the training recipe changes
 BATCH_SIZE = 128
@@ -82,20 +82,6 @@ def _conv(c_in: int, c_out: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread inside the block; the previous count is restored after.
-
-    The setting is process-wide, so other threads' torch work also runs on one thread meanwhile.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def extract_features(model: ReferenceCNN, x: Tensor, *, batch_size: int = 500) -> Tensor:
     """The model's penultimate features of images ``x`` (N, C, H, W), computed on the CPU.
 
@@ -113,7 +99,7 @@ def predict(model: ReferenceCNN, x: Tensor, *, batch_size: int = 500) -> Tensor:
 def _batched(fn, model: ReferenceCNN, x: Tensor, batch_size: int) -> Tensor:
     model.eval()
     x = x.detach().to("cpu", torch.float32)
-    with one_thread():
+    with one_cpu_thread():
         return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
@@ -134,8 +120,8 @@ def train_classifier(
 
     Adam with a one-cycle learning rate (warm-up, then cosine decay), mini-batches sliced from
     shuffled tensors, and (with ``augment``) random shifts of up to 1 pixel (8×8 images) or 2
-    pixels (larger ones). Runs on the CPU in one thread (see :func:`one_thread`) and is
-    deterministic for a seed; the global RNG state is left as it was.
+    pixels (larger ones). Runs on the CPU in one thread (:func:`genlab.threads.one_cpu_thread`)
+    and is deterministic for a seed; the global RNG state is left as it was.
 
     Args:
         x: Training images, float in [0, 1].
@@ -166,7 +152,7 @@ def train_classifier(
     gen = torch.Generator().manual_seed(seed)
     shift = 1 if min(x.shape[-2:]) < 16 else 2
     steps_per_epoch = math.ceil(len(x) / BATCH_SIZE)
-    with one_thread(), torch.random.fork_rng(devices=[]):  # seeded init, dropout; RNG untouched
+    with one_cpu_thread(), torch.random.fork_rng(devices=[]):  # seeded init, dropout; RNG untouched
         torch.manual_seed(seed)
         model = ReferenceCNN(tuple(x.shape[1:]), num_classes)
         opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)

@@ -23,6 +23,7 @@ from genlab.errors import ConfigError
 from genlab.interpret.methods import METHODS, Method, method_entry
 from genlab.interpret.targets import Target, parse_target
 from genlab.models.base import GenerativeModel
+from genlab.threads import one_cpu_thread
 
 __all__ = [
     "METHODS",
@@ -65,26 +66,6 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(state)
-
-
-@contextmanager
-def one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run torch on one CPU thread for a while (restored afterwards).
-
-    Attribution runs many mid-sized ops; while another process (a training worker) keeps the
-    cores busy, each multi-threaded op waits for all its threads to be scheduled. Measured on
-    this project's 2-core machine during training: Integrated Gradients for 16 mnist5k images
-    took 0.5-0.9 s on one thread and 3-9 s on two.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def explainable_copy(model: GenerativeModel) -> GenerativeModel:

@@ -26,8 +26,6 @@ cached inputs: one image costs about one forward pass, not one per pixel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +36,7 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError
 from genlab.models import register
 from genlab.models.base import GenerativeModel, ProgressFn
+from genlab.threads import one_cpu_thread
 
 INPUTS = ("binary", "grey")
 
@@ -80,22 +79,6 @@ class PixelCNNConfig:
                     f"{name} must be an odd number of at least 3 (got {k}), so that the kernel "
                     "has a centre pixel"
                 )
-
-
-@contextmanager
-def _single_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """Run torch on one CPU thread for a while: sampling makes thousands of tiny calls, which
-    gain nothing from threads, and on a busy CPU each one waits for every thread to be scheduled
-    (ten times slower on two shared cores). The thread count is restored afterwards."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _linear(conv: nn.Conv2d, flat: Tensor) -> Tensor:
@@ -233,7 +216,7 @@ class PixelCNN(GenerativeModel):
         seed gives the same images on any device. ``progress(done_pixels, total_pixels)`` is
         called after each row.
         """
-        with _single_thread_on_cpu(self.device):
+        with one_cpu_thread(self.device):
             return self._sample(n, generator, progress)
 
     def _sample(
