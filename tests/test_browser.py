@@ -1,8 +1,9 @@
 """End to end: a real ``streamlit run`` server driven by a real headless Chromium (Playwright).
 
 The user's path: open Train, start a 3-epoch VAE on digits, watch it finish, follow the link to
-Explore and see images. Screenshots land in ``tests/artifacts/`` (gitignored) for a human to look
-at. Skipped with ``GENLAB_BROWSER_TESTS=0``; when enabled, a missing Chromium is a failure.
+Explore and see images. Then Explore for a GAN, a PixelCNN and a mixture run, each on the tab
+that only its kind of model has. Screenshots land in ``tests/artifacts/`` (gitignored) for a human
+to look at. Skipped with ``GENLAB_BROWSER_TESTS=0``; when enabled, a missing Chromium is a failure.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,11 +56,11 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 6
                 f"{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A dashboard server on a free loopback port with an empty GENLAB_HOME; yields its URL."""
-    port, log = free_port(), tmp_path / "streamlit.log"
-    env = {**os.environ, "GENLAB_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+@contextmanager
+def dashboard_server(home: Path, log: Path):
+    """A dashboard server on a free loopback port over ``home``; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "GENLAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]
@@ -76,6 +78,13 @@ def server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A dashboard server with an empty GENLAB_HOME; yields its URL."""
+    with dashboard_server(tmp_path / "home", tmp_path / "streamlit.log") as url:
+        yield url
     from genlab.runs import RunStore  # no worker may outlive the test
 
     store = RunStore(tmp_path / "home", recover=False)
@@ -130,8 +139,9 @@ def test_train_then_explore_in_a_real_browser(browser_page, server):
     settle(page)
     no_exceptions(page)
     # The first request of a fresh server is a sub-page: the router must still run.
-    assert page.locator('[data-testid="stSidebarNav"]').inner_text().split() == [
-        "home", "Home", "model_training", "Train", "image_search", "Explore"]
+    # (More pages follow as the axes arrive; the first three are the app's spine.)
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split()
+    assert nav[:6] == ["home", "Home", "model_training", "Train", "image_search", "Explore"]
     assert page.get_by_role("combobox", name="Dataset").input_value() == "digits"
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("3")
@@ -171,3 +181,41 @@ def test_train_then_explore_in_a_real_browser(browser_page, server):
     settle(page)
     assert traversal.evaluate("img => img.naturalHeight") > 0
     screenshot(page, "explore_traversal.png")
+
+
+# Runs a little larger than the AppTest zoo's, so the screenshots show what a class would see:
+# the mixture keeps its default 100 components (the tab then shows the 40 heaviest).
+EXPLORED = {
+    "gan": ("Interpolation", dict(epochs=8, channels=16, latent_dim=8)),
+    "pixelcnn": ("Samples", dict(epochs=5, channels=16, layers=3, head=16, batch_size=32)),
+    "mixture": ("Components", dict(epochs=10, components=100)),
+}
+COMMON_TABS = ["Reconstructions", "Latent traversal", "Interpolation"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORED))
+def test_explore_each_kind_of_model_in_a_real_browser(browser_page, zoo, tmp_path, name):
+    tab, settings = EXPLORED[name]
+    run_id = zoo.run(name, **settings)
+    page = browser_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with dashboard_server(zoo.home, tmp_path / "streamlit.log") as url:
+        page.goto(f"{url}/explore?run={run_id}")
+        settle(page, timeout=60)
+        image = page.locator('[data-testid="stImage"] img').first
+        image.wait_for(state="visible", timeout=30_000)
+        no_exceptions(page)
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+        assert page.get_by_role("heading", name="Explore a run").count() == 1
+        tabs = [t.strip() for t in page.get_by_role("tab").all_inner_texts()]
+        special = {"mixture": ["Components"]}.get(name, [])
+        assert tabs == ["Samples", *special, *COMMON_TABS]
+        page.get_by_role("tab", name=tab).click()
+        shown = page.locator('[data-testid="stImage"] img').filter(visible=True).first
+        shown.wait_for(state="visible", timeout=30_000)
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                               arg=shown.element_handle(), timeout=30_000)
+        settle(page)
+        no_exceptions(page)
+        assert shown.evaluate("img => img.naturalWidth") >= 300  # scaled up, not thumbnails
+        screenshot(page, f"explore_{name}.png")
