@@ -15,6 +15,8 @@ pages = [
     st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("views/explore.py", title="Explore", icon=":material/image_search:",
             url_path="explore"),
+    st.Page("views/explain.py", title="Explain", icon=":material/frame_inspect:",
+            url_path="explain"),
     st.Page("views/privacy.py", title="Privacy", icon=":material/shield_lock:",
             url_path="privacy"),
 ]
