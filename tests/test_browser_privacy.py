@@ -129,6 +129,7 @@ def test_privacy_page_compares_a_dp_run_with_a_plain_run(browser_page, server):
     assert "∞ (no DP)" in pair and any(t.startswith("ε = 2.9") for t in pair)
 
     images = page.locator('[data-testid="stImage"] img')
+    images.nth(1).wait_for(state="attached", timeout=30_000)  # drawn after the charts
     assert images.count() == 2  # each run's most exposed images
     for i in range(2):
         page.wait_for_function("img => img.complete && img.naturalWidth > 0",
