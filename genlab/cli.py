@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from typing import Any
 
+from genlab.cli_axes import cmd_audit, cmd_budget, cmd_explain
+from genlab.cli_output import print_json, run_json
 from genlab.config import ACCOUNTANTS, DEVICES, make_run_config, parse_set_options
 from genlab.errors import ConfigError, GenlabError
 from genlab.fidelity import FD_NOTE
-from genlab.runs import RunInfo, RunStore
+from genlab.runs import RunStore
 
 EXIT_BAD_INPUT = 2
 
@@ -27,35 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D102
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def run_json(info: RunInfo) -> dict[str, Any]:
-    """The DESIGN.md JSON shape of one run; record blocks not computed yet are absent."""
-    return {
-        "run_id": info.id,
-        "model": info.model,
-        "dataset": info.dataset,
-        "status": info.status,
-        "config": info.config,
-        "summary": info.summary,
-        "record": info.record,
-        **({"error": info.error} if info.error else {}),
-    }
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no inf or NaN: a non-finite float becomes null (ε = ∞ means no guarantee)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(_finite(obj), indent=2, default=float, allow_nan=False))
 
 
 def _privacy_settings(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -104,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         evaluate_run(store, run_id)
     info = store.get(run_id)
     if args.json:
-        _print_json(run_json(info))
+        print_json(run_json(info))
     else:
         s = info.summary
         print(
@@ -122,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run_id = store.get(args.run).id
     record = evaluate_run(store, run_id, reference=not args.no_reference)
     if args.json:
-        _print_json(run_json(store.get(run_id)))
+        print_json(run_json(store.get(run_id)))
     else:
         for block, values in record.items():
             print(f"{block}:")
@@ -133,98 +105,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    from genlab.evaluate import audit_run
-    from genlab.progress import ProgressBar
-
-    store = RunStore()
-    run_id = store.get(args.run).id
-    callbacks = [] if args.quiet else [ProgressBar(desc="reference model")]
-    block = audit_run(store, run_id, reference=not args.no_reference, callbacks=callbacks)
-    if args.json:
-        _print_json(run_json(store.get(run_id)))
-        return 0
-    eps = block.get("epsilon")
-    print(f"{run_id}: formal ε = {'∞ (no DP)' if eps is None else f'{eps:.3g}'}")
-    for name, a in block["attacks"].items():
-        e = a["epsilon"]
-        tpr01 = a["tpr_at_0_1pct_fpr"]
-        print(
-            f"  {name:<9} AUC {a['auc']:.3f}  TPR@1%FPR {a['tpr_at_1pct_fpr']:.3f}  "
-            f"TPR@0.1%FPR {'n/a' if tpr01 is None else f'{tpr01:.3f}'}  "
-            f"empirical ε ≥ {e['epsilon_lower_bound']:.3f}"
-        )
-    print(f"  dcr_ratio {block['dcr_ratio']:.3f} (below 1: samples sit closer to members)")
-    return 0
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    from genlab.checkpoint import load_run_model
-    from genlab.interpret import example_inputs, explain, save_explanation_png
-    from genlab.interpret.attribution import method_entry
-
-    method_entry(args.method)  # an unknown method fails before the model is loaded
-    if args.n < 1:
-        raise ConfigError(f"--n must be at least 1 (got {args.n})")
-    store = RunStore()
-    run_id = store.get(args.run).id
-    model, _, data = load_run_model(store, run_id)
-    x = example_inputs(model, data, target=args.target, n=args.n, seed=args.seed)
-    options = {"n_steps": args.steps} if args.method == "ig" else {}
-    expl = explain(model, x, method=args.method, target=args.target, seed=args.seed, **options)
-    path = save_explanation_png(expl, args.out)
-    if args.json:
-        _print_json(
-            {
-                "run_id": run_id,
-                "out": str(path),
-                "method": expl.method,
-                "target": expl.target,
-                "n": len(expl.inputs),
-                "space": expl.space,
-            }
-        )
-    else:
-        print(f"{run_id}: {expl.method} on {expl.description}; {len(expl.inputs)} images -> {path}")
-    return 0
-
-
-def cmd_budget(args: argparse.Namespace) -> int:
-    from genlab.privacy.accounting import plan_budget
-
-    plan = plan_budget(
-        n=args.n,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        delta=args.delta,
-        sigma=args.sigma,
-        epsilon=args.epsilon,
-        accountant=args.accountant,
-        compare=args.compare,
-    )
-    if args.json:
-        _print_json(plan)
-        return 0
-    if plan.get("note"):
-        print(f"note: {plan['note']}")
-    print(
-        f"N={plan['n']} batch={plan['batch_size']} epochs={plan['epochs']}: "
-        f"q={plan['sample_rate']:.4g}, {plan['steps']} steps, σ={plan['noise_multiplier']:.4g} "
-        f"gives ε={plan['epsilon']:.4g} at δ={plan['delta']:g} ({plan['accountant']})"
-    )
-    if plan.get("fallback_reason"):
-        print(f"note: {plan['fallback_reason']}")
-    for name, eps in (plan.get("comparison") or {}).items():
-        print(f"  {name}: ε={'could not be computed' if eps is None else f'{eps:.4g}'}")
-    return 0
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore()
     if args.runs_cmd == "list":
         runs = store.list(status=args.status, model=args.model, dataset=args.dataset)
         if args.json:
-            _print_json({"runs": [run_json(r) for r in runs]})
+            print_json({"runs": [run_json(r) for r in runs]})
         elif not runs:
             print("no runs yet; start one with: genlab train --dataset digits --model vae")
         else:
@@ -240,7 +126,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         info = store.get(args.run)
         out = {**run_json(info), "history": store.history(info.id)}
         if args.json:
-            _print_json(out)
+            print_json(out)
         else:
             print(json.dumps(out, indent=2, default=float))
     elif args.runs_cmd == "export":
@@ -255,7 +141,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         info = store.get(args.run)
         store.delete(info.id)
         if args.json:
-            _print_json({"deleted": info.id})
+            print_json({"deleted": info.id})
         else:
             print(f"deleted {info.id}")
     return 0
