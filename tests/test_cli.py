@@ -133,3 +133,26 @@ def test_usage_errors_are_one_line(tmp_path):
 def test_empty_store_says_how_to_start(tmp_path):
     out = genlab(tmp_path, "runs", "list")
     assert out.returncode == 0 and "no runs yet" in out.stdout
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    """`genlab runs list | head` must not print an internal error when head stops reading."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GENLAB_HOME": str(tmp_path)}
+    code = (
+        "import sys; from genlab.runs import RunStore; from genlab.config import make_run_config\n"
+        "s = RunStore()\n"
+        "for i in range(300):\n"
+        "    c = make_run_config('mixture', 'digits', epochs=1, seed=i)\n"
+        "    s.create_run(model='mixture', dataset='digits', config=c.to_dict(),"
+        " config_hash=c.config_hash())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    proc = subprocess.run(
+        f"{sys.executable} -m genlab.cli runs list --json | head -1", shell=True, env=env,
+        capture_output=True, text=True,
+    )
+    assert proc.stdout.startswith("{") and "internal error" not in proc.stderr
+    assert "BrokenPipe" not in proc.stderr
