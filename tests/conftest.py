@@ -106,3 +106,22 @@ class Zoo:
 def zoo(tmp_path_factory) -> Zoo:
     """A session-wide :class:`Zoo`; set ``GENLAB_HOME`` to ``zoo.home`` to show its runs."""
     return Zoo(tmp_path_factory.mktemp("zoo_home"))
+
+
+@pytest.fixture
+def browser_page():
+    """A headless Chromium page (Playwright) at 1400×1000, closed after the test."""
+    from browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install it (apt-get install chromium), "
+                    "set GENLAB_CHROMIUM to its path, or skip with GENLAB_BROWSER_TESTS=0")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            yield page
+        finally:
+            browser.close()

@@ -11,33 +11,15 @@ failure.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import pytest
-from test_browser_privacy import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    IDLE,
-    REPO,
-    SETTINGS,
-    free_port,
-    healthy,
-)
+from browser_support import ARTIFACTS, BROWSER_MARKS, IDLE, dashboard_server
+from test_browser_privacy import SETTINGS
 from test_privacy_page import train_run
 
 from genlab.evaluate import evaluate_run
 from genlab.runs import RunStore
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("GENLAB_BROWSER_TESTS", "1") != "1",
-                       reason="browser tests are off (GENLAB_BROWSER_TESTS != 1)"),
-]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 N_IMAGES = 16  # the page's default
 
 
@@ -50,44 +32,8 @@ def server(tmp_path):
     plain = train_run(home, **SETTINGS)
     dp = train_run(home, privacy={"epsilon": 3.0}, **SETTINGS)
     evaluate_run(RunStore(home), plain, audit=False, n_generated=200)
-    port = free_port()
-    env = {**os.environ, "GENLAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with dashboard_server(home, log) as url:
         yield url, plain, dp
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def browser_page():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: install it (apt-get install chromium), "
-                    "set GENLAB_CHROMIUM to its path, or skip with GENLAB_BROWSER_TESTS=0")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 1000})
-        finally:
-            browser.close()
 
 
 def grow_to_fit(page) -> None:

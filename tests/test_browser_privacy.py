@@ -9,38 +9,14 @@ exposed images must be readable. Skipped with ``GENLAB_BROWSER_TESTS=0``, like
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
+from browser_support import ARTIFACTS, BROWSER_MARKS, IDLE, dashboard_server
 from test_privacy_page import train_run
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM = os.environ.get("GENLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 # Big enough that the VAE draws digits, small enough to train in seconds on a laptop CPU.
 SETTINGS = {"epochs": 15, "arch": "mlp", "latent_dim": 8, "hidden": 128}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("GENLAB_BROWSER_TESTS", "1") != "1",
-                       reason="browser tests are off (GENLAB_BROWSER_TESTS != 1)"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -51,52 +27,8 @@ def server(tmp_path):
     home.mkdir()
     dp = train_run(home, privacy={"epsilon": 3.0}, audit=True, **SETTINGS)
     plain = train_run(home, audit=True, **SETTINGS)
-    port = free_port()
-    env = {**os.environ, "GENLAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with dashboard_server(home, log) as url:
         yield url, dp, plain
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-            return reply.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def browser_page():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: install it (apt-get install chromium), "
-                    "set GENLAB_CHROMIUM to its path, or skip with GENLAB_BROWSER_TESTS=0")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 1000})
-        finally:
-            browser.close()
 
 
 def screenshot(page, name: str) -> None:
