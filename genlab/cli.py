@@ -15,6 +15,7 @@ from typing import Any
 
 from genlab.cli_axes import cmd_audit, cmd_budget, cmd_explain
 from genlab.cli_output import print_json, run_json
+from genlab.cli_report import add_report_parser
 from genlab.config import ACCOUNTANTS, DEVICES, make_run_config, parse_set_options
 from genlab.errors import ConfigError, GenlabError
 from genlab.fidelity import FD_NOTE
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("run")
     de.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_runs)
+
+    add_report_parser(sub)
     return p
 
 

@@ -61,3 +61,51 @@ def _flatten(values: dict, prefix: str) -> dict:
         else:
             flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
     return flat
+
+
+# ----------------------------------------------------------------------------- reading back
+_RUN_DEFAULTS = {"status": "finished", "config": {}, "record": {}, "summary": {}, "error": None,
+                 "owner": None, "created": 0.0, "updated": 0.0, "started": None,
+                 "finished": None, "progress": 1.0, "pid": None, "cancel_requested": False,
+                 "config_hash": None}
+
+
+def run_from_json(obj: dict) -> RunInfo:
+    """A :class:`RunInfo` from one exported run: a ``genlab runs export --format json`` entry
+    (``id`` and every field) or a ``--json`` run object (``run_id``, model, dataset, config,
+    summary, record); missing fields get neutral defaults (finished, created at 0).
+
+    Raises:
+        StoreError: not a run object (no id, model or dataset).
+    """
+    if not isinstance(obj, dict):
+        raise StoreError(f"a run must be a JSON object (got {type(obj).__name__})")
+    known = RunInfo.__dataclass_fields__
+    values = {**_RUN_DEFAULTS, **{k: v for k, v in obj.items() if k in known}}
+    values["id"] = obj.get("id", obj.get("run_id"))
+    missing = [k for k in ("id", "model", "dataset") if not values.get(k)]
+    if missing:
+        raise StoreError(f"a run object lacks {', '.join(missing)} (keys: {', '.join(obj)})")
+    for name in ("config", "record", "summary"):
+        values[name] = values[name] or {}
+    return RunInfo(**values)
+
+
+def read_records(text: str) -> tuple[dict, list[RunInfo]]:
+    """``(meta, runs)`` from a records file's text: ``{"meta": {...}, "runs": [run objects]}``
+    (the demo format), ``{"runs": [...]}`` (``genlab runs list --json``) or a bare array (``genlab
+    runs export --format json``).
+
+    Raises:
+        StoreError: not JSON, or not one of those shapes.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise StoreError(f"the records are not valid JSON: {err}") from None
+    if isinstance(data, list):
+        data = {"runs": data}
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise StoreError('records must be {"meta": {...}, "runs": [...]} or a list of runs')
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    return meta, [run_from_json(obj) for obj in data["runs"]]
