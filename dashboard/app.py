@@ -19,5 +19,7 @@ pages = [
             url_path="explain"),
     st.Page("views/privacy.py", title="Privacy", icon=":material/shield_lock:",
             url_path="privacy"),
+    st.Page("views/tradeoffs.py", title="Trade-offs", icon=":material/balance:",
+            url_path="tradeoffs"),
 ]
 st.navigation(pages).run()
