@@ -320,15 +320,16 @@ def make_run_config(
     data = config_from_dict(
         DataConfig, {"name": dataset, "seed": seed, **groups["data"]}, what="data config"
     )
+    private = privacy is not None
     if epochs is None:
-        epochs = cls.default_epochs(dataset)
+        epochs = cls.default_epochs(dataset, private=private)
     train = config_from_dict(
         TrainConfig,
         {
             "epochs": epochs,
             "seed": seed,
             "device": device,
-            **cls.default_train_settings(dataset),
+            **cls.default_train_settings(dataset, private=private),
             **groups["train"],
         },
         what="train config",

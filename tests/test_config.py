@@ -9,7 +9,7 @@ import pytest
 
 from genlab.config import DataConfig, RunConfig, TrainConfig, make_run_config, parse_set_options
 from genlab.errors import ConfigError
-from genlab.models import MODELS, model_config
+from genlab.models import MODELS, model_config, model_entry
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,18 @@ def test_model_config_is_frozen():
     cfg = model_config("vae")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.latent_dim = 3
+
+
+@pytest.mark.parametrize("name", ["vae", "pixelcnn", "mixture"])
+def test_private_runs_take_the_family_dp_defaults_but_keep_the_network(name):
+    plain = make_run_config(name, "mnist5k")
+    private = make_run_config(name, "mnist5k", privacy={"epsilon": 3.0})
+    assert private.model_config == plain.model_config  # a sweep over epsilon compares one network
+    assert private.train.batch_size > plain.train.batch_size
+    cls, _ = model_entry(name)
+    assert private.train.batch_size == cls.default_train_settings("mnist5k", private=True)[
+        "batch_size"]
+    assert private.train.epochs == cls.default_epochs("mnist5k", private=True)
+    explicit = make_run_config(name, "mnist5k", privacy={"epsilon": 3.0},
+                               overrides={"batch_size": 32})
+    assert explicit.train.batch_size == 32  # the user's setting wins

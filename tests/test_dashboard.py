@@ -97,6 +97,14 @@ def test_train_form_is_built_from_the_model_config(genlab_home):
     at.selectbox(key="train_dataset").set_value("mnist5k").run()
     assert at.number_input(key="train_epochs").value == vae.default_epochs("mnist5k")
     assert at.number_input(key="train_batch_size").value == 64
+    # Switching DP on loads the family's DP-SGD defaults (larger batches); off brings them back.
+    at.toggle(key="train_dp").set_value(True).run()
+    no_exception(at)
+    assert at.number_input(key="train_batch_size").value == vae.default_train_settings(
+        "mnist5k", private=True)["batch_size"] == 256
+    assert at.number_input(key="train_lr").value == pytest.approx(3e-3)
+    at.toggle(key="train_dp").set_value(False).run()
+    assert at.number_input(key="train_batch_size").value == 64
     assert "No runs yet" in at.info[0].value
 
 

@@ -139,11 +139,11 @@ def model_fields(model: str) -> list[dict[str, Any]]:
     return config_fields(model)
 
 
-def train_defaults(model: str, dataset: str) -> dict[str, Any]:
-    """Default epochs, batch_size and lr of ``model`` on ``dataset``."""
+def train_defaults(model: str, dataset: str, *, private: bool = False) -> dict[str, Any]:
+    """Default epochs, batch_size and lr of ``model`` on ``dataset``; DP-SGD's if ``private``."""
     cls, _ = model_entry(model)
-    return {"epochs": cls.default_epochs(dataset), **TRAIN_DEFAULTS,
-            **cls.default_train_settings(dataset)}
+    return {"epochs": cls.default_epochs(dataset, private=private), **TRAIN_DEFAULTS,
+            **cls.default_train_settings(dataset, private=private)}
 
 
 # ----------------------------------------------------------------------------- models

@@ -20,7 +20,7 @@ ACTIVE = ("queued", "running")
 
 
 def reset_train_defaults() -> None:
-    """A new model or dataset brings its own default epochs, batch size and learning rate."""
+    """A new model, dataset or DP switch brings its own default epochs, batch size and lr."""
     for key in ("train_epochs", "train_batch_size", "train_lr"):
         st.session_state.pop(key, None)
 
@@ -62,9 +62,10 @@ def privacy_settings(dataset: str, batch_size: int, epochs: int) -> tuple[dict |
         ``(privacy, error)``: the PrivacyConfig fields (None with DP off) and genlab's one-line
         message when a setting is invalid (None when they are fine).
     """
-    if not st.toggle("Differential privacy", key="train_dp",
+    if not st.toggle("Differential privacy", key="train_dp", on_change=reset_train_defaults,
                      help="Train with DP-SGD: each image's gradient is clipped and noise is added, "
-                          "so the model provably depends little on any one image."):
+                          "so the model provably depends little on any one image. Switching it "
+                          "loads the model's DP training defaults (larger batches)."):
         return None, None
     dp = services.DP_DEFAULTS
     mode_col, budget_col, delta_col, clip_col, accountant_col = st.columns(5)
@@ -177,7 +178,8 @@ model = model_col.selectbox("Model", model_options, key="train_model",
                             on_change=reset_train_defaults)
 dataset = data_col.selectbox("Dataset", services.datasets(), key="train_dataset",
                              on_change=reset_train_defaults)
-defaults = services.train_defaults(model, dataset)
+# The DP switch is drawn further down; its state from the last run picks DP-SGD's defaults.
+defaults = services.train_defaults(model, dataset, private=st.session_state.get("train_dp", False))
 
 st.subheader(f"{model} settings")
 columns = st.columns(3)

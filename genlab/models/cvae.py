@@ -56,8 +56,11 @@ class CVAEConfig:
 
     latent_dim: int = 16
     beta: float = 1.0
-    hidden: int = 256
-    channels: int = 16
+    # 8 channels and 128 hidden units (a quarter of the former 16 and 256's parameters): on
+    # mnist5k, CAS 0.83 against 0.89, 94% of class-k samples classified k against 93%, nll 0.183
+    # against 0.182 bits/dim; DP-SGD's per-sample gradients cost in proportion to the parameters.
+    hidden: int = 128
+    channels: int = 8
     prior: str = field(default="class", metadata={"choices": PRIORS})
 
     def __post_init__(self):
@@ -101,12 +104,15 @@ class CVAE(LatentModel):
         nn.init.zeros_(self.prior_means.weight)
 
     @classmethod
-    def default_epochs(cls, dataset: str) -> int:
+    def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
         return {"digits": 30, "mnist5k": 30, "sprites": 30}.get(dataset, 30)
 
     @classmethod
-    def default_train_settings(cls, dataset: str) -> dict[str, Any]:
-        return {"batch_size": 64, "lr": 2e-3} if dataset == "mnist5k" else {}
+    def default_train_settings(cls, dataset: str, *, private: bool = False) -> dict[str, Any]:
+        if dataset != "mnist5k":
+            return {}
+        # DP-SGD: the VAE's measured setting (batch 256, lr 3e-3; see genlab.models.vae)
+        return {"batch_size": 256, "lr": 3e-3} if private else {"batch_size": 64, "lr": 2e-3}
 
     # ---------------------------------------------------------------- labels
     def _one_hot(self, y: Tensor, like: Tensor) -> Tensor:

@@ -185,12 +185,12 @@ class GAN(LatentModel):
         self._ema_updates = 0
 
     @classmethod
-    def default_epochs(cls, dataset: str) -> int:
+    def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
         # about 1,400 generator steps on mnist5k; fewer leave too few 1s (mode dropping)
         return {"digits": 40, "mnist5k": 30, "sprites": 20}.get(dataset, 20)
 
     @classmethod
-    def default_train_settings(cls, dataset: str) -> dict[str, Any]:
+    def default_train_settings(cls, dataset: str, *, private: bool = False) -> dict[str, Any]:
         return {"batch_size": 64, "lr": 1e-3}
 
     # ---------------------------------------------------------------- the two losses

@@ -107,13 +107,19 @@ class BernoulliMixture(GenerativeModel):
         self.layer = BernoulliMixtureLayer(config.components, math.prod(shape), config.init_spread)
 
     @classmethod
-    def default_epochs(cls, dataset: str) -> int:
-        # each step is one (B, D) x (D, K) product: seconds on a CPU; more epochs add little
-        return {"digits": 50}.get(dataset, 60)
+    def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
+        # each step is one (B, D) x (D, K) product: seconds on a CPU; more epochs add little.
+        # Under DP every extra step costs privacy, so private runs stop at half the epochs.
+        epochs = {"digits": 50}.get(dataset, 60)
+        return epochs // 2 if private else epochs
 
     @classmethod
-    def default_train_settings(cls, dataset: str) -> dict[str, Any]:
-        return {"batch_size": 64, "lr": 4e-3}
+    def default_train_settings(cls, dataset: str, *, private: bool = False) -> dict[str, Any]:
+        # DP-SGD on mnist5k at epsilon=3 (measured 2026-11-23): batch 256 gave CAS 0.16, batch 64
+        # gave 0.10. Either way DP mostly teaches the shared base image: component k's offsets
+        # get only its own images' share (about 1/K) of the clipped gradient, under the same
+        # noise as the base, so DP mixtures need far fewer components.
+        return {"batch_size": 256 if private else 64, "lr": 4e-3}
 
     # ---------------------------------------------------------------- likelihood
     def joint_log_prob(self, x: Tensor) -> Tensor:
