@@ -1,9 +1,17 @@
 """Process liveness from ``/proc``: a pid with its start time, so a reused pid is not mistaken
-for the worker that once had it, and an unreaped zombie counts as dead."""
+for the worker that once had it, and an unreaped zombie counts as dead.
+
+A *pid marker* is a small file holding ``"pid starttime"`` of a background process (an audit or
+an evaluation worker); it sits in the run's folder while that process works.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+EVALUATE_PID = "evaluate.pid"  # in the run's folder while a worker evaluates it (genlab.jobs)
+EVALUATE_ERROR = "evaluate.error"  # the one-line reason the run's last evaluation failed
 
 
 def process_stat(pid: int) -> tuple[str, int] | None:
@@ -14,3 +22,30 @@ def process_stat(pid: int) -> tuple[str, int] | None:
         return None
     fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
     return fields[0], int(fields[19])  # fields 3 (state) and 22 (starttime) of proc(5)
+
+
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """Whether process ``pid`` lives, is no zombie and (if given) started at ``start``."""
+    if Path("/proc/self/stat").exists():
+        stat = process_stat(pid)  # a start-time mismatch means the pid was reused
+        return stat is not None and stat[0] not in "ZX" and start in (None, stat[1])
+    try:  # no /proc (macOS): existence is all we can check
+        os.kill(pid, 0)
+    except OSError as err:  # EPERM: it exists but belongs to another user
+        return isinstance(err, PermissionError)
+    return True
+
+
+def write_pid_marker(path: Path, pid: int) -> None:
+    """Write the marker of process ``pid`` (with its start time, 0 where unknown)."""
+    stat = process_stat(pid)
+    path.write_text(f"{pid} {stat[1] if stat else 0}")
+
+
+def pid_marker_alive(path: Path) -> bool:
+    """Whether the process a marker names still runs; False for a missing or garbled marker."""
+    try:
+        pid, start = (int(v) for v in path.read_text().split())
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and pid_alive(pid, start or None)

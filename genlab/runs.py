@@ -24,7 +24,7 @@ from pathlib import Path
 
 from genlab.errors import RunNotFound, StoreError
 from genlab.paths import genlab_home
-from genlab.procs import process_stat
+from genlab.procs import pid_alive, process_stat
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS history (
     epoch INTEGER NOT NULL, step INTEGER NOT NULL, time REAL NOT NULL, metrics TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS history_run ON history(run_id, seq);
 """
+_HASH_INDEX = "CREATE INDEX IF NOT EXISTS runs_config_hash ON runs(config_hash)"
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,7 @@ def _worker_alive(row: sqlite3.Row, now: float) -> bool:
     """Whether the run's worker lives: its pid exists, started when recorded and is no zombie."""
     if row["pid"] is None:  # a queued run's worker may still be starting
         return row["status"] == "queued" and now - row["created"] < _STARTUP_GRACE_S
-    if Path("/proc/self/stat").exists():
-        stat = process_stat(row["pid"])  # a start-time mismatch means the pid was reused
-        return stat is not None and stat[0] not in "ZX" and row["pid_start"] in (None, stat[1])
-    try:  # no /proc (macOS): existence is all we can check
-        os.kill(row["pid"], 0)
-    except OSError as err:  # EPERM: it exists but belongs to another user
-        return isinstance(err, PermissionError)
-    return True
+    return pid_alive(row["pid"], row["pid_start"])
 
 
 class RunStore:
@@ -129,6 +123,7 @@ class RunStore:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(_HASH_INDEX)  # added after version 1; a no-op once it exists
         if recover:
             self.recover()
 
@@ -264,6 +259,28 @@ class RunStore:
         with self._connect() as conn:  # LIMIT -1: no limit
             rows = conn.execute(sql, [*given.values(), -1 if limit is None else limit]).fetchall()
         return [RunInfo._from_row(row) for row in rows]
+
+    def find_by_hash(self, config_hash: str) -> list[RunInfo]:
+        """Every run of the config with this :meth:`RunConfig.config_hash`, oldest first."""
+        sql = "SELECT * FROM runs WHERE config_hash = ? ORDER BY created, rowid"
+        with self._connect() as conn:
+            return [RunInfo._from_row(row) for row in conn.execute(sql, (config_hash,))]
+
+    def requeue(self, run_id: str) -> None:
+        """Reset a failed or cancelled run to a fresh queued run in place: same id and config,
+        no history, record, summary, error, worker or artifacts; ``created`` becomes now, so the
+        new worker gets its start-up grace. StoreError for a run in any other status."""
+        now = time.time()
+        with self._connect(write=True) as conn:
+            row = self._row(conn, run_id)
+            if row["status"] not in ("failed", "cancelled"):
+                raise StoreError(f"run '{row['id']}' is {row['status']}; only a failed or "
+                                 "cancelled run can be queued again")
+            conn.execute("DELETE FROM history WHERE run_id = ?", (row["id"],))
+            self._set(conn, row["id"], status="queued", record="{}", summary="{}", error=None,
+                      created=now, started=None, finished=None, progress=0.0, pid=None,
+                      pid_start=None, cancel_requested=0)
+        shutil.rmtree(self.home / "runs" / row["id"], ignore_errors=True)
 
     def claim(self, run_id: str, *, pid: int | None = None) -> None:
         """Mark an active run running in process ``pid`` (default: this one), else StoreError."""
