@@ -5,6 +5,11 @@ records a queued run and starts ``python -m genlab.jobs RUN`` as its own process
 job survives a closed tab or a restarted server. Workers write their progress to the store; pages
 poll it. One device runs one job at a time by default (``GENLAB_JOBS_PER_DEVICE`` raises that):
 a worker waits for a file lock on its device, and the run stays ``queued`` meanwhile.
+
+A worker started with ``evaluate=True`` (``--evaluate``) also fills the run's whole three-axis
+record after training, in the same device slot, so a sweep whose driver is killed loses nothing;
+``--evaluate-only`` evaluates a run that finished without its record. While either evaluates, an
+``evaluate.pid`` marker sits in the run's folder; a failed evaluation leaves ``evaluate.error``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ import torch
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
-from genlab.procs import process_stat
+from genlab.procs import (
+    EVALUATE_ERROR,
+    EVALUATE_PID,
+    pid_marker_alive,
+    write_pid_marker,
+)
 from genlab.runs import RunStore
 from genlab.train import Callback, Trainer, TrainResult, check_run, resolve_device, train_run
 from genlab.viz import image_grid, save_png
@@ -133,8 +143,15 @@ def device_slot(store: RunStore, run_id: str, device: str, *, poll: float = 0.5)
             fh.close()
 
 
-def submit(store: RunStore, cfg: RunConfig, *, owner: str | None = None) -> str:
+def submit(
+    store: RunStore, cfg: RunConfig, *, owner: str | None = None, evaluate: bool = False
+) -> str:
     """Queue a run and start its background worker process; returns the run id at once.
+
+    Args:
+        owner: Who submitted it (a user or session name).
+        evaluate: After training, the worker also fills the three-axis record
+            (:func:`genlab.evaluate.evaluate_run` with the full audit).
 
     Raises:
         GenlabError: the data cannot be loaded or a setting does not fit it; no run is created.
@@ -147,9 +164,41 @@ def submit(store: RunStore, cfg: RunConfig, *, owner: str | None = None) -> str:
         owner=owner,
         config_hash=cfg.config_hash(),
     )
-    proc = _spawn(store, run_id, [run_id], "worker.log")
-    store.set_pid(run_id, proc.pid)
+    start_worker(store, run_id, evaluate=evaluate)
     return run_id
+
+
+def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int:
+    """Start the background worker of a queued run (new, or reset by ``RunStore.requeue``);
+    returns its pid."""
+    proc = _spawn(store, run_id, [run_id] + (["--evaluate"] if evaluate else []), "worker.log")
+    store.set_pid(run_id, proc.pid)
+    if evaluate:
+        _mark_evaluating(store, run_id, proc.pid)
+    return proc.pid
+
+
+def submit_evaluation(store: RunStore, run_id: str) -> int:
+    """Evaluate a finished run (the whole record, full audit) in a background worker; returns
+    its pid. :func:`evaluation_state` tells when it has ended."""
+    run_id = store.get(run_id).id
+    proc = _spawn(store, run_id, ["--evaluate-only", run_id], "evaluate.log")
+    _mark_evaluating(store, run_id, proc.pid)
+    return proc.pid
+
+
+def _mark_evaluating(store: RunStore, run_id: str, pid: int) -> None:
+    folder = store.artifacts_dir(run_id)
+    (folder / EVALUATE_ERROR).unlink(missing_ok=True)
+    write_pid_marker(folder / EVALUATE_PID, pid)
+
+
+def evaluation_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
+    """``(evaluating, error)`` of the run's background evaluation (error: the last failure)."""
+    folder = store.artifacts_dir(run_id)
+    error_file = folder / EVALUATE_ERROR
+    error = error_file.read_text().strip() if error_file.exists() else None
+    return pid_marker_alive(folder / EVALUATE_PID), error
 
 
 AUDIT_PID = "audit.pid"  # in the run's folder while a background audit runs: "pid starttime"
@@ -183,8 +232,7 @@ def submit_audit(store: RunStore, run_id: str, *, reference: bool = True) -> Non
     (folder / AUDIT_ERROR).unlink(missing_ok=True)
     args = ["--audit", run_id] + ([] if reference else ["--no-reference"])
     proc = _spawn(store, run_id, args, "audit.log")
-    stat = process_stat(proc.pid)
-    (folder / AUDIT_PID).write_text(f"{proc.pid} {stat[1] if stat else 0}")
+    write_pid_marker(folder / AUDIT_PID, proc.pid)
 
 
 def audit_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
@@ -194,12 +242,7 @@ def audit_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
     error = error_file.read_text().strip() if error_file.exists() else None
     if not marker.exists():
         return False, error
-    try:
-        pid, start = (int(v) for v in marker.read_text().split())
-    except ValueError:
-        pid, start = -1, -1
-    stat = process_stat(pid) if pid > 0 else None
-    if stat is not None and stat[0] != "Z" and (start == 0 or stat[1] == start):
+    if pid_marker_alive(marker):
         return True, None
     marker.unlink(missing_ok=True)
     return False, error or "the audit's worker stopped before it finished"
@@ -221,6 +264,11 @@ def wait(store: RunStore, run_id: str, *, timeout: float = 600, poll: float = 0.
     raise TimeoutError(f"run {run_id} still {status} after {timeout:.0f} s")
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err) if isinstance(err, GenlabError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())
+
+
 def audit_main(store: RunStore, run_id: str, *, reference: bool) -> int:
     """Body of a background audit: run it, record a failure in one line, clear the marker."""
     from genlab.evaluate import audit_run
@@ -230,30 +278,62 @@ def audit_main(store: RunStore, run_id: str, *, reference: bool) -> int:
         audit_run(store, run_id, reference=reference)
         return 0
     except Exception as err:
-        (folder / AUDIT_ERROR).write_text(str(err) if isinstance(err, GenlabError)
-                                          else f"{type(err).__name__}: {err}")
+        (folder / AUDIT_ERROR).write_text(_one_line(err))
         print(f"genlab audit worker: {err}", file=sys.stderr)
         return 1
     finally:
         (folder / AUDIT_PID).unlink(missing_ok=True)
 
 
+def evaluate_main(store: RunStore, run_id: str) -> int:
+    """Fill a finished run's whole record (full audit); a failure leaves ``evaluate.error``
+    and the run finished, so a later sweep can evaluate it again."""
+    from genlab.evaluate import evaluate_run
+
+    folder = store.artifacts_dir(run_id)
+    try:
+        evaluate_run(store, run_id, audit=True, reference=True)
+        return 0
+    except Exception as err:
+        (folder / EVALUATE_ERROR).write_text(_one_line(err))
+        print(f"genlab evaluate worker: {err}", file=sys.stderr)
+        return 1
+
+
+def _run_device(store: RunStore, run_id: str) -> str:
+    return resolve_device(RunConfig.from_dict(store.get(run_id).config).train.device).type
+
+
 def worker_main(argv: list[str] | None = None) -> int:
-    """Entry point of a background worker: ``python -m genlab.jobs RUN_ID`` trains a queued run;
-    ``python -m genlab.jobs --audit RUN_ID [--no-reference]`` audits a finished one."""
+    """Entry point of a background worker: ``python -m genlab.jobs RUN_ID [--evaluate]`` trains
+    a queued run (and then evaluates it); ``python -m genlab.jobs --evaluate-only RUN_ID``
+    evaluates a finished one; ``python -m genlab.jobs --audit RUN_ID [--no-reference]`` audits
+    one."""
     parser = argparse.ArgumentParser(prog="python -m genlab.jobs")
     parser.add_argument("run_id")
     parser.add_argument("--audit", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--evaluate", action="store_true")
+    parser.add_argument("--evaluate-only", action="store_true")
     args = parser.parse_args(argv)
     store = RunStore(recover=False)
     if args.audit:
         return audit_main(store, args.run_id, reference=not args.no_reference)
-    info = store.get(args.run_id)
+    marker = store.artifacts_dir(args.run_id) / EVALUATE_PID
+    if args.evaluate_only:
+        try:
+            with device_slot(store, args.run_id, _run_device(store, args.run_id)):
+                return evaluate_main(store, args.run_id)
+        except Exception as err:  # before evaluating: an unknown run or an unusable device
+            (marker.parent / EVALUATE_ERROR).write_text(_one_line(err))
+            return 1
+        finally:
+            marker.unlink(missing_ok=True)
     try:
-        device = resolve_device(RunConfig.from_dict(info.config).train.device).type
-        with device_slot(store, args.run_id, device):
+        with device_slot(store, args.run_id, _run_device(store, args.run_id)):
             execute_run(store, args.run_id)
+            if args.evaluate:  # in the same slot: evaluation trains a reference model
+                return evaluate_main(store, args.run_id)
     except TrainingCancelled:
         if store.get(args.run_id).status != "cancelled":
             store.mark_cancelled(args.run_id)
@@ -263,6 +343,9 @@ def worker_main(argv: list[str] | None = None) -> int:
             store.fail(args.run_id, str(err))
         print(f"genlab worker: {err}", file=sys.stderr)
         return 1
+    finally:
+        if args.evaluate:
+            marker.unlink(missing_ok=True)
     return 0
 
 
