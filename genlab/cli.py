@@ -16,6 +16,7 @@ from typing import Any
 from genlab.cli_axes import cmd_audit, cmd_budget, cmd_explain
 from genlab.cli_output import print_json, run_json
 from genlab.cli_report import add_report_parser
+from genlab.cli_sweep import add_sweep_parser
 from genlab.config import ACCOUNTANTS, DEVICES, make_run_config, parse_set_options
 from genlab.errors import ConfigError, GenlabError
 from genlab.fidelity import FD_NOTE
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare", action="store_true", help="also give ε under both accountants")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_budget)
+
+    add_sweep_parser(sub)
 
     r = sub.add_parser("runs", help="list, show, export or delete stored runs")
     rs = r.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)
