@@ -11,6 +11,7 @@ and render what comes back. The modules behind this door:
   DP drift; :mod:`services.explain_plots`: its heatmaps and latent map chart;
 - :mod:`services.privacy`: DP settings and budget plans, a run's privacy record and audit, the
   most exposed training images; :mod:`services.privacy_plots`: the privacy charts;
+- :mod:`services.lessons`: Home's lesson presets: launch one's sweep, follow it, link the answer;
 - :mod:`services.tradeoffs`: the Trade-offs page's runs (or the demo records), its view in the
   URL and its exports; the figures come from :mod:`genlab.tradeoff_plots`.
 """
@@ -67,6 +68,7 @@ from .explore import (
     weights_figure,
 )
 from .labels import caption_cells, label_rows
+from .lessons import GOOD_EPSILON, answer_links, lesson_status, lessons, start_lesson
 from .privacy import (
     DP_DEFAULTS,
     accountants,
@@ -120,12 +122,14 @@ __all__ = [
     "DEMO_ENV",
     "DP_DEFAULTS",
     "FD_NOTE",
+    "GOOD_EPSILON",
     "GUTTER",
     "LATENT_WIDTH",
     "TABLE_FORMATS",
     "TARGET_PX",
     "TRAIN_DEFAULTS",
     "accountants",
+    "answer_links",
     "attribution_figure",
     "audit_state",
     "axis_label",
@@ -165,6 +169,8 @@ __all__ = [
     "is_private",
     "label_rows",
     "latent_map_figure",
+    "lesson_status",
+    "lessons",
     "list_runs",
     "load_model",
     "loss_figure",
@@ -190,6 +196,7 @@ __all__ = [
     "runs_table",
     "sample_grid",
     "scatter_matrix_figure",
+    "start_lesson",
     "start_run",
     "target_spec",
     "tradeoff_runs",

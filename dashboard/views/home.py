@@ -1,4 +1,4 @@
-"""Home: what genlab is, the three axes in plain words, and the recent runs."""
+"""Home: what genlab is, the three axes in plain words, lessons for class, and the recent runs."""
 
 import services
 import streamlit as st
@@ -37,6 +37,62 @@ with privacy:
     )
 
 st.page_link("views/train.py", label="Train your first model", icon=":material/arrow_forward:")
+
+
+def lesson_panel(lesson_id: str, was_running: bool) -> None:
+    """Start button, live progress, or the links to the answer, of one lesson."""
+    try:
+        status = services.lesson_status(lesson_id)
+    except GenlabError as err:
+        st.error(str(err))
+        return
+    if was_running and status["state"] != "running":
+        st.rerun()  # the whole page: polling stops and the answer links appear
+    done, total = status["done"], status["total"]
+    if status["state"] == "running":
+        st.progress(done / total, text=f"{done} of {total} runs trained and evaluated. It "
+                    "works in the background: closing the tab does not stop it.")
+        return
+    if status["state"] == "done":
+        st.success("Ready: open the answer.", icon=":material/check_circle:")
+        for link in services.answer_links(lesson_id, status["run_ids"]):
+            st.page_link(link["page"], label=link["label"], query_params=link["query_params"],
+                         icon=":material/arrow_forward:")
+        return
+    if status["state"] == "failed":
+        reasons = "; ".join(f"{run_id}: {error}" for run_id, error in status["errors"].items())
+        st.error(f"{status['failed']} of {total} runs failed ({reasons}). Try again: the runs "
+                 "that finished are kept.")
+    label = ("Try again" if status["failed"] else "Finish this lesson" if done
+             else "Start this lesson")
+    if st.button(label, key=f"lesson_start_{lesson_id}", icon=":material/play_arrow:"):
+        try:
+            services.start_lesson(lesson_id)
+        except (GenlabError, OSError) as err:
+            st.error(f"The lesson could not start: {err}")
+        else:
+            st.rerun()
+
+
+st.header("Lessons for class")
+st.markdown(
+    "Each lesson asks one question and trains the few small models that answer it, on the "
+    "bundled handwritten digits, in the background (about a minute or two on a laptop). "
+    "When it has finished, open the page that shows the answer."
+)
+st.markdown(services.GOOD_EPSILON)
+for lesson in services.lessons():
+    with st.container(border=True):
+        st.subheader(lesson.title)
+        st.markdown(f"*{lesson.question}*")
+        st.markdown(lesson.explanation)
+        st.caption(f"{lesson.spec.size} runs. From a terminal: `{lesson.command()}`")
+        try:
+            running = services.lesson_status(lesson.id)["state"] == "running"
+        except GenlabError as err:
+            st.error(str(err))
+            continue
+        st.fragment(lesson_panel, run_every=2.0 if running else None)(lesson.id, running)
 
 st.header("Recent runs")
 try:
