@@ -86,7 +86,8 @@ for lesson in services.lessons():
         st.subheader(lesson.title)
         st.markdown(f"*{lesson.question}*")
         st.markdown(lesson.explanation)
-        st.caption(f"{lesson.spec.size} runs. From a terminal: `{lesson.command()}`")
+        runs = f"{lesson.spec.size} run" + ("s" if lesson.spec.size != 1 else "")
+        st.caption(f"{runs}. From a terminal: `{lesson.command()}`")
         try:
             running = services.lesson_status(lesson.id)["state"] == "running"
         except GenlabError as err:
