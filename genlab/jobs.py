@@ -180,7 +180,7 @@ def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int
 
 def submit_evaluation(store: RunStore, run_id: str) -> int:
     """Evaluate a finished run (the whole record, full audit) in a background worker; returns
-    its pid. :func:`evaluation_state` tells when it has ended."""
+    its pid. The sweep's plan counts the run active while its ``evaluate.pid`` marker lives."""
     run_id = store.get(run_id).id
     proc = _spawn(store, run_id, ["--evaluate-only", run_id], "evaluate.log")
     _mark_evaluating(store, run_id, proc.pid)
@@ -191,14 +191,6 @@ def _mark_evaluating(store: RunStore, run_id: str, pid: int) -> None:
     folder = store.artifacts_dir(run_id)
     (folder / EVALUATE_ERROR).unlink(missing_ok=True)
     write_pid_marker(folder / EVALUATE_PID, pid)
-
-
-def evaluation_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
-    """``(evaluating, error)`` of the run's background evaluation (error: the last failure)."""
-    folder = store.artifacts_dir(run_id)
-    error_file = folder / EVALUATE_ERROR
-    error = error_file.read_text().strip() if error_file.exists() else None
-    return pid_marker_alive(folder / EVALUATE_PID), error
 
 
 AUDIT_PID = "audit.pid"  # in the run's folder while a background audit runs: "pid starttime"
