@@ -12,6 +12,7 @@ and render what comes back. The modules behind this door:
 - :mod:`services.privacy`: DP settings and budget plans, a run's privacy record and audit, the
   most exposed training images; :mod:`services.privacy_plots`: the privacy charts;
 - :mod:`services.lessons`: Home's lesson presets: launch one's sweep, follow it, link the answer;
+- :mod:`services.sweeps`: the Trade-offs page's sweep launcher: check a grid, start it, follow it;
 - :mod:`services.tradeoffs`: the Trade-offs page's runs (or the demo records), its view in the
   URL and its exports; the figures come from :mod:`genlab.tradeoff_plots`.
 """
@@ -91,6 +92,7 @@ from .privacy_plots import (
     plan_figure,
     roc_figure,
 )
+from .sweeps import SWEEP_DEFAULTS, start_sweep, sweep_progress, sweep_spec
 from .tradeoffs import (
     AXES,
     DEMO_ENV,
@@ -125,9 +127,11 @@ __all__ = [
     "GOOD_EPSILON",
     "GUTTER",
     "LATENT_WIDTH",
+    "SWEEP_DEFAULTS",
     "TABLE_FORMATS",
     "TARGET_PX",
     "TRAIN_DEFAULTS",
+    "TradeoffView",
     "accountants",
     "answer_links",
     "attribution_figure",
@@ -198,11 +202,13 @@ __all__ = [
     "scatter_matrix_figure",
     "start_lesson",
     "start_run",
+    "start_sweep",
+    "sweep_progress",
+    "sweep_spec",
     "target_spec",
     "tradeoff_runs",
     "tradeoff_summary",
     "tradeoff_table",
-    "TradeoffView",
     "train_defaults",
     "train_size",
     "traversal_grid",

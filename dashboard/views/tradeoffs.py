@@ -150,13 +150,68 @@ def show_exports(runs: list, demo) -> None:
                              key="tradeoffs_html", on_click="ignore")
 
 
-def sweep_placeholder() -> None:
-    """Where the sweep launcher will go."""
+SWEEP_KEY = "tradeoffs_sweep_spec"  # the grid this session started, followed until it ends
+SWEEP_NOTE = "tradeoffs_sweep_note"  # what the last followed grid ended with
+
+
+def sweep_progress_panel() -> None:
+    """The started grid's progress; when it ends, the page reloads with its runs."""
+    spec = st.session_state.get(SWEEP_KEY)
+    if spec is None:
+        return
+    try:
+        status = services.sweep_progress(spec)
+    except GenlabError as err:
+        st.error(str(err))
+        return
+    total, done = status["total"], status["done"]
+    st.progress(done / total, text=f"Sweep {status['sweep_id']}: {done} of {total} runs "
+                f"trained and evaluated, {status['active']} in progress, {status['failed']} "
+                "failed.")
+    for run_id, error in status["errors"].items():
+        st.error(f"{run_id}: {error}")
+    if status["finished"]:  # reload the whole page, so the charts take the new runs
+        del st.session_state[SWEEP_KEY]
+        st.session_state[SWEEP_NOTE] = (f"Sweep {status['sweep_id']} has ended: {done} of "
+                                        f"{total} runs trained and evaluated.")
+        st.rerun(scope="app")
+    elif not status["running"]:
+        st.warning("The sweep's driver has stopped before the end. Start the same grid again: "
+                   "finished runs are kept and only the rest are trained.")
+
+
+def sweep_launcher(datasets: list[str]) -> None:
+    """Start a grid of runs (every model × ε × seed) in the background and follow it."""
     with st.container(border=True, key="tradeoffs_sweep"):
         st.subheader("Run a sweep")
-        st.caption("Coming here: launch every model at several ε and seeds in one go. Until "
-                   "then, from a terminal: `genlab sweep --dataset digits --models vae,gan "
-                   "--epsilons inf,8,3,1 --seeds 0,1`.")
+        st.caption("Every chosen model at every ε and seed, trained and evaluated on all three "
+                   "axes in the background (one run at a time per device). A grid that was run "
+                   "before reuses its finished runs.")
+        data_col, model_col = st.columns([1, 2])
+        dataset = data_col.selectbox("Dataset", datasets, key="tradeoffs_sweep_dataset")
+        models = model_col.multiselect("Models", services.models(), default=["vae", "mixture"],
+                                       key="tradeoffs_sweep_models")
+        eps_col, seed_col, epoch_col = st.columns(3)
+        epsilons = eps_col.text_input("ε values", services.SWEEP_DEFAULTS["epsilons"],
+                                      key="tradeoffs_sweep_epsilons",
+                                      help="Comma-separated; inf is a run without DP.")
+        seeds = seed_col.text_input("Seeds", services.SWEEP_DEFAULTS["seeds"],
+                                    key="tradeoffs_sweep_seeds",
+                                    help="Comma-separated; the spread over seeds draws the "
+                                         "error bars.")
+        epochs = epoch_col.number_input("Epochs (0: each model's default)", min_value=0, value=0,
+                                        step=1, key="tradeoffs_sweep_epochs")
+        if SWEEP_NOTE in st.session_state:
+            st.success(st.session_state.pop(SWEEP_NOTE))
+        if st.button("Start sweep", key="tradeoffs_sweep_start", icon=":material/play_arrow:"):
+            try:
+                spec = services.sweep_spec(dataset=dataset, models=models, epsilons=epsilons,
+                                           seeds=seeds, epochs=int(epochs))
+                st.session_state[SWEEP_KEY] = services.start_sweep(spec)
+            except (GenlabError, OSError) as err:
+                st.error(str(err))
+        running = SWEEP_KEY in st.session_state
+        st.fragment(sweep_progress_panel, run_every=2.0 if running else None)()
 
 
 st.title("Trade-offs")
@@ -176,7 +231,7 @@ if data.demo is not None:
 if not data.runs:
     st.info("No evaluated runs yet. Train with `genlab train --evaluate` (or on the Train page, "
             "then evaluate), or run a sweep; finished runs with a record appear here.")
-    sweep_placeholder()
+    sweep_launcher(services.datasets())
     st.stop()
 
 apply_url(data.frame)
@@ -196,4 +251,4 @@ else:
     show_pareto(summary)
     show_axes(summary)
     show_exports([data.by_id[rid] for rid in shown["id"]], data.demo)
-sweep_placeholder()
+sweep_launcher(services.datasets())
