@@ -109,7 +109,8 @@ GRID = dict(dataset="digits", models=("vae", "mixture"), epsilons=(math.inf, 1.0
         ({"models": ("vae", "vae")}, "duplicate models: vae"),
         ({"epsilons": (math.inf, 3.0, 3)}, "duplicate epsilons: 3"),
         ({"seeds": tuple(range(60))},
-         "this sweep has 240 runs, more than the limit of 200; raise --max-runs or shrink the grid"),
+         "this sweep has 240 runs, more than the limit of 200; raise --max-runs or shrink the "
+         "grid"),
         ({"seeds": (0, 1), "limit": 3}, "this sweep has 8 runs, more than the limit of 3"),
         ({"epochs": 0}, "epochs must be at least 1 (got 0)"),
         ({"overrides": (("latnet_dim", 4),)}, "has no setting 'latnet_dim'"),
