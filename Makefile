@@ -15,7 +15,7 @@ BROWSER_TESTS ?= 1
 CHROMIUM   ?= /usr/bin/chromium
 STAMP      := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: app test test-fast setup chromium lint clean
+.PHONY: app test test-fast setup chromium lint clean demo
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ endif
 app: $(STAMP)
 	@echo "genlab dashboard: http://$(HOST):$(PORT)"
 	$(BIN)/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT)
+
+# Rebuild assets/demo/records.json: a real sweep on digits, run in a temporary genlab home.
+demo: $(STAMP)
+	$(BIN)/python -m genlab.demo
 
 test: $(STAMP) chromium
 	GENLAB_BROWSER_TESTS=$(BROWSER_TESTS) GENLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
