@@ -4,9 +4,11 @@ launches one for real (slow)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import signal
 import time
 from pathlib import Path
 
@@ -144,3 +146,34 @@ def test_home_starts_a_lesson_and_links_its_answer_when_done(genlab_home):
     (link,) = [link.proto for link in at.page_link if link.label == item.answers[0].label]
     assert "explain" in link.page and link.query_string == f"run={run.id}"
     assert COMPLETE.keys() <= run.record.keys()
+
+
+@pytest.mark.parametrize("lesson_id", [item.id for item in LESSONS])
+def test_each_lesson_launches_its_sweep_from_home(genlab_home, lesson_id):
+    """The Start button starts the lesson's own grid in the background and the panel follows it;
+    the driver is then stopped and its runs cancelled (the slow test above runs one to the end)."""
+
+    item = lesson(lesson_id)
+    at = open_page("home")
+    at.button(key=f"lesson_start_{lesson_id}").click().run()
+    no_exception(at)
+    store = RunStore(genlab_home)
+    status = services.lesson_status(lesson_id)
+    marker = genlab_home / "sweeps" / f"{status['sweep_id']}.pid"
+    try:
+        assert status["state"] == "running" and status["total"] == item.spec.size
+        assert status["sweep_id"] == item.spec.sweep_id()
+        (bar,) = [p.proto.text for p in at.get("progress")]
+        assert bar.startswith(f"0 of {item.spec.size} run")
+        assert not [b for b in at.button if b.key == f"lesson_start_{lesson_id}"]
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # the driver, so it starts nothing more
+            os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # cancel what it started; workers stop at a step
+            active = [r for r in RunStore(genlab_home).list() if r.status in ("queued", "running")]
+            if not active:
+                break
+            for run in active:
+                store.request_cancel(run.id)
+            time.sleep(0.5)
