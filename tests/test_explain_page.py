@@ -229,3 +229,21 @@ def test_explain_page_renders_every_model(zoo, monkeypatch, name):
     no_exception(at)
     assert not at.error
     check_pixel_heatmaps(chart(at, "explain_attributions"), (8, 8))
+
+
+@pytest.mark.slow
+def test_the_page_warns_when_integrated_gradients_has_not_converged(genlab_home):
+    """The default conv VAE's first GroupNorm has one channel per group: at the black baseline
+    its variance is zero and IG needs many steps. The page says so, and the warning goes once
+    the steps suffice."""
+    run_id = train_run(genlab_home, epochs=30, arch="conv")  # the delta grows with training
+    at = open_page("explain", run=run_id)
+    no_exception(at)
+    warned = [w.value for w in at.warning if "has not converged" in w.value]
+    assert len(warned) == 1, [w.value for w in at.warning]
+    at.slider(key="explain_steps").set_value(512).run()
+    no_exception(at)
+    assert not [w for w in at.warning if "has not converged" in w.value]
+    caption = " ".join(c.value for c in at.caption)
+    share = float(caption.split("IG's convergence delta is ")[1].split("%")[0])
+    assert share < 1.0  # below issue 6's 1% once the steps suffice

@@ -40,6 +40,7 @@ from .core import (
 )
 from .explain import (
     BLOCK_HELP,
+    IG_DELTA_WARN,
     compute_interpretability,
     drift,
     drift_candidates,
@@ -123,6 +124,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEMO_ENV",
     "DP_DEFAULTS",
+    "IG_DELTA_WARN",
     "FD_NOTE",
     "GOOD_EPSILON",
     "GUTTER",

@@ -31,6 +31,9 @@ from genlab.runs import RunInfo
 
 from .core import get_store, home_key, load_model, model_at
 
+# Above this share of f(x) - f(baseline), the page says IG has not converged (issue 6's bound).
+IG_DELTA_WARN = 0.01
+
 # The parts of a target spec that need a number (an index) or a region after the colon.
 INDEXED, REGIONAL = ("latent", "component"), ("decoder", "generator")
 

@@ -122,6 +122,11 @@ def show_attributions(run_id: str, caps: dict, method: str, spec: str, n: int, s
     overlays.caption(f"{expl['label']} on {expl['description']}. {what}: red raises the "
                      "target, blue lowers it, each map scaled to its own largest values (hover "
                      f"for the raw attribution).{relative}")
+    if (expl["relative_delta"] or 0) > services.IG_DELTA_WARN:
+        overlays.warning(f"Integrated Gradients has not converged: its delta is "
+                         f"{expl['relative_delta']:.0%} of f(x) − f(baseline), so these maps do "
+                         "not add up to the target's change. Raise **IG steps** (the conv VAE "
+                         "needs about 512).", icon=":material/warning:")
     if traversal is not None:
         show_traversal(traversal, run_id, caps, spec, seed)
     return True
@@ -241,7 +246,7 @@ try:
             spec = choose_target(run_id)
         n_col, steps_col, seed_col = st.columns([2, 2, 1])
         n = n_col.slider("Images", 4, 32, 16, step=4, key="explain_n")
-        steps = steps_col.slider("IG steps", 4, 128, 32, key="explain_steps",
+        steps = steps_col.slider("IG steps", 4, 512, 32, key="explain_steps",
                                  disabled=method != "ig",
                                  help="More steps follow the path from the black baseline more "
                                       "closely (a smaller convergence delta), at more cost.")
