@@ -93,3 +93,29 @@ def test_cli_evaluate_json(evaluated):
     assert printed["run_id"] == run_id
     assert printed["record"]["performance"]["fd"] == pytest.approx(first["performance"]["fd"],
                                                                    abs=1e-6)
+
+
+def test_the_shipped_demo_records_have_the_current_record_schema(evaluated):
+    """assets/demo/records.json (`make demo`) must keep up with what `genlab evaluate` writes."""
+    from pathlib import Path
+
+    from genlab.export import read_records
+
+    _, _, fresh, _ = evaluated
+    demo = Path(__file__).resolve().parents[1] / "assets" / "demo" / "records.json"
+    meta, runs = read_records(demo.read_text())
+    assert meta["demo"] is True and meta["device"] and meta["date"] and meta["torch"]
+    assert meta["command"].startswith("genlab sweep ")
+    private = [run for run in runs if run.config.get("privacy")]
+    plain = [run for run in runs if not run.config.get("privacy")]
+    assert private and plain and all(run.status == "finished" for run in runs)
+    for run in runs:
+        assert set(run.record) == set(fresh), run.id
+        for block in ("performance", "interpretability", "cost"):
+            assert set(run.record[block]) == set(fresh[block]), (run.id, block)
+        # a DP run's privacy block adds the accountant's fields to the audit's
+        assert set(fresh["privacy"]) <= set(run.record["privacy"]), run.id
+    for run in plain:
+        assert set(run.record["privacy"]) == set(fresh["privacy"]), run.id
+    for run in private:
+        assert 0 < run.record["privacy"]["epsilon"] <= run.config["privacy"]["epsilon"]

@@ -215,3 +215,19 @@ def test_every_model_has_a_symbol_in_the_pareto_legend(page_home):
     at = open_page("tradeoffs")
     names = [t["name"] for t in chart(at, "tradeoffs_pareto")["data"]]
     assert set(MODELS) <= set(names)
+
+
+def test_the_shipped_demo_records_fill_the_page_on_a_first_visit(genlab_home, monkeypatch):
+    """assets/demo/records.json (`make demo`), as a first-time user sees it."""
+    from genlab.demo import ASSET
+    from genlab.export import read_records
+
+    monkeypatch.delenv(services.DEMO_ENV, raising=False)
+    meta, runs = read_records(ASSET.read_text())
+    at = open_page("tradeoffs")
+    no_exception(at)
+    assert f"Demo data computed on {meta['device']} on {meta['date']}" in at.info[0].value
+    assert sorted(at.dataframe[0].value["run"]) == sorted(r.id for r in runs)
+    summary = seed_summary(runs_frame(runs))
+    assert (summary["n"] == len(meta["sweep"]["seeds"])).all()  # every group has every seed
+    check_pareto(at, summary, EPSILON, "performance.cas")
