@@ -74,7 +74,8 @@ def build_demo(spec: SweepSpec = DEMO_SPEC, *, home: Path | None = None) -> dict
             from genlab.errors import GenlabError
 
             raise GenlabError(f"{len(failed)} demo runs failed, first: {failed[0]}")
-        runs = [finite(run_json(store.get(run_id))) for run_id in run_ids]
+        runs = [finite({**run_json(info), "created": info.created, "finished": info.finished})
+                for info in map(store.get, run_ids)]
     meta = {
         "demo": True,
         "note": "Demo data: a real sweep computed by `make demo`, shipped so the Trade-offs "

@@ -126,7 +126,9 @@ def tradeoff_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def tradeoff_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The filtered runs as a display table: headline metrics, ε as a number (∞ without DP)."""
     table = frame[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
-    table["created"] = pd.to_datetime(table["created"], unit="s").dt.floor("s")
+    # records read from a file may carry no time (0): shown blank, not as 1970
+    created = table["created"].where(table["created"] > 0)
+    table["created"] = pd.to_datetime(created, unit="s").dt.floor("s")
     return table.sort_values(["model", "ε", "seed"]).reset_index(drop=True)
 
 
