@@ -79,6 +79,7 @@ def test_train_then_explore_in_a_real_browser(browser_page, server):
     samples.wait_for(state="visible", timeout=30_000)
     settle(page)
     assert page.get_by_text("3 / 3").count() == 1  # the epoch metric
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for(state="visible", timeout=30_000)
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
     no_exceptions(page)
     screenshot(page, "train.png")

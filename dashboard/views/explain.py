@@ -125,8 +125,8 @@ def show_attributions(run_id: str, caps: dict, method: str, spec: str, n: int, s
     if (expl["relative_delta"] or 0) > services.IG_DELTA_WARN:
         overlays.warning(f"Integrated Gradients has not converged: its delta is "
                          f"{expl['relative_delta']:.0%} of f(x) − f(baseline), so these maps do "
-                         "not add up to the target's change. Raise **IG steps** (the conv VAE "
-                         "needs about 512).", icon=":material/warning:")
+                         "not add up to the target's change. Raise **IG steps** (a conv VAE with 8 "
+                         "channels needs about 512).", icon=":material/warning:")
     if traversal is not None:
         show_traversal(traversal, run_id, caps, spec, seed)
     return True
