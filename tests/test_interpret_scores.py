@@ -79,8 +79,8 @@ def test_model_mig_uses_factors_or_labels_and_is_null_without_an_encoder(digits,
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_block_lies_in_range_and_repeats(name, digits):
     model = tiny(name, digits)
-    first = interpretability_block(model, digits, n=8, steps=16)
-    second = interpretability_block(model, digits, n=8, steps=16)
+    first = interpretability_block(model, digits, n=8, steps=16, max_steps=16)
+    second = interpretability_block(model, digits, n=8, steps=16, max_steps=16)
     assert first == second
     for key in SCORES:
         if key == "mig" and first["mig"] is None:
@@ -95,6 +95,18 @@ def test_the_block_lies_in_range_and_repeats(name, digits):
     assert first["target"] == model.explain_target_name
     assert first["faithfulness"] > 0.6  # IG beats random deletion even on untrained nets
     assert 0 < first["deletion_contrast"] <= 1  # its top pixels matter more than random ones
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_block_raises_the_ig_steps_until_ig_is_complete(name, digits):
+    model = tiny(name, digits)
+    capped = interpretability_block(model, digits, n=8, steps=2, max_steps=2)
+    block = interpretability_block(model, digits, n=8, steps=2, max_steps=256)
+    assert capped["steps"] == 2
+    assert block["ig_relative_delta"] < 0.01, block["ig_relative_delta"]
+    assert block["steps"] in (2, 4, 8, 16, 32, 64, 128, 256)
+    if capped["ig_relative_delta"] >= 0.01:  # too few steps: the block must have doubled them
+        assert block["steps"] > 2
 
 
 def test_a_different_seed_explains_other_images(digits):

@@ -55,6 +55,11 @@ from genlab.models.base import GenerativeModel
 FRACTIONS = (0.05, 0.1, 0.2)
 N_RANDOM = 16
 N_IMAGES, STEPS, SEED = 16, 32, 0
+# IG is an integral approximated by a Riemann sum: the block doubles the steps from STEPS until
+# the median convergence delta is below MAX_RELATIVE_DELTA of the target's change (the
+# completeness axiom, Sundararajan et al. 2017), up to MAX_STEPS. On mnist5k at 32 steps the
+# GAN's discriminator logit left 6.3% and the mixture's log-likelihood 2.9% unexplained.
+MAX_STEPS, MAX_RELATIVE_DELTA = 256, 0.01
 N_PERTURB, RADIUS = 8, 0.02
 N_INFIDELITY, NOISE = 16, 0.1
 
@@ -206,7 +211,13 @@ def _infidelity(module, target, x, attributions, *, n: int, noise: float, seed: 
 
 
 def interpretability_block(
-    model: GenerativeModel, data, *, n: int = N_IMAGES, steps: int = STEPS, seed: int = SEED
+    model: GenerativeModel,
+    data,
+    *,
+    n: int = N_IMAGES,
+    steps: int = STEPS,
+    max_steps: int = MAX_STEPS,
+    seed: int = SEED,
 ) -> dict[str, Any]:
     """The record's ``interpretability`` block for ``model`` on its dataset ``data``.
 
@@ -214,7 +225,9 @@ def interpretability_block(
         model: any registered model (a copy is explained; the model is not modified).
         data: the run's :class:`~genlab.data.DataSplits`; images come from its test split.
         n: test images attributed (a seeded choice).
-        steps: Integrated Gradients steps.
+        steps: Integrated Gradients steps to start from; doubled until IG's median convergence
+            delta is below 1% of the target's change, or ``max_steps`` is reached.
+        max_steps: the most IG steps used.
         seed: fixes the images, the random deletions and the perturbations.
 
     Returns:
@@ -222,18 +235,33 @@ def interpretability_block(
         [0, 1], the raw ``infidelity`` and ``sensitivity_max``, and the settings used.
     """
     with one_cpu_thread(next(model.parameters()).device):
-        return _block(model, data, n=n, steps=steps, seed=seed)
+        return _block(model, data, n=n, steps=steps, max_steps=max(steps, max_steps), seed=seed)
 
 
-def _block(model: GenerativeModel, data, *, n: int, steps: int, seed: int) -> dict[str, Any]:
+def _converged_ig(module, inputs, context, change, *, steps: int, max_steps: int):
+    """IG attributions with the fewest steps (doubling from ``steps``) that leave a median
+    relative delta under MAX_RELATIVE_DELTA; returns (attributions, steps, relative delta)."""
+    while True:
+        attr, delta = integrated_gradients(module, inputs, context, n_steps=steps)
+        relative = float((delta.abs() / change.clamp_min(1e-12)).median())
+        if relative < MAX_RELATIVE_DELTA or steps >= max_steps:
+            return attr, steps, relative
+        steps = min(2 * steps, max_steps)
+
+
+def _block(
+    model: GenerativeModel, data, *, n: int, steps: int, max_steps: int, seed: int
+) -> dict[str, Any]:
     m = explainable_copy(model)
     target = parse_target(m, "default")
     module = TargetModule(m, target)
     x = example_inputs(m, data, n=n, seed=seed)
     inputs, context = target.prepare(x)
-    attr, delta = integrated_gradients(module, inputs, context, n_steps=steps)
     with torch.no_grad():
         change = (module(inputs, *context) - module(torch.zeros_like(inputs), *context)).abs()
+    attr, steps, relative_delta = _converged_ig(
+        module, inputs, context, change, steps=steps, max_steps=max_steps
+    )
     drops = deletion_drops(target.values, inputs, attr, seed=seed)
     faithful = _win_rate(*drops)
     sens = sensitivity(module, target, inputs, steps=steps, seed=seed)
@@ -253,7 +281,7 @@ def _block(model: GenerativeModel, data, *, n: int, steps: int, seed: int) -> di
         "n_images": len(inputs),
         "steps": steps,
         "seed": seed,
-        "ig_relative_delta": float((delta.abs() / change.clamp_min(1e-12)).median()),
+        "ig_relative_delta": relative_delta,
         "deletion_contrast": _deletion_contrast(drops[0], drops[1]),
         "deletion_fractions": list(FRACTIONS),
         "n_random_deletions": N_RANDOM,
