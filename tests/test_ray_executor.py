@@ -1,0 +1,223 @@
+"""Sweeps on Ray, against one real local Ray instance for the whole module: the same records as
+the local executor, idempotence by config hash, a Ray worker killed mid-run, cancelling, and a
+missing Ray as one line.
+
+The instance gets one CPU (``num_cpus=1``): on a 2-core machine the driver (this process) and
+one task fit without oversubscribing, and tasks queue in Ray as they would on a busy cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from genlab.checkpoint import WEIGHTS_FILE
+from genlab.cli import main
+from genlab.runs import RunStore
+from genlab.sweep import SweepSpec
+
+RAY_TITLE = "ray::genlab:"  # a Ray worker's process title while it runs a genlab task
+
+
+@pytest.fixture(scope="module")
+def ray_instance(tmp_path_factory):
+    """One local Ray instance (1 CPU, no dashboard) for every test here; workers keep their
+    caches in a temporary GENLAB_RAY_HOME."""
+    ray = pytest.importorskip("ray", reason="the Ray extra is not installed (genlab[ray])")
+    previous = os.environ.get("GENLAB_RAY_HOME")
+    os.environ["GENLAB_RAY_HOME"] = str(tmp_path_factory.mktemp("ray_home"))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if previous is None:
+            os.environ.pop("GENLAB_RAY_HOME", None)
+        else:
+            os.environ["GENLAB_RAY_HOME"] = previous
+
+
+def strip_timing(obj):
+    """A record, summary or history without wall-clock figures (they differ run to run)."""
+    if isinstance(obj, dict):
+        return {k: strip_timing(v) for k, v in obj.items()
+                if "seconds" not in k and "per_second" not in k and k != "time"}
+    if isinstance(obj, list):
+        return [strip_timing(v) for v in obj]
+    return obj
+
+
+def rows_per_hash(home: Path) -> dict[str, int]:
+    with sqlite3.connect(home / "genlab.db") as conn:
+        return dict(conn.execute("SELECT config_hash, COUNT(*) FROM runs GROUP BY config_hash"))
+
+
+def sweep_cli(home: Path, monkeypatch, capsys, *extra: str) -> tuple[int, dict]:
+    monkeypatch.setenv("GENLAB_HOME", str(home))
+    capsys.readouterr()
+    code = main(["sweep", "--dataset", "digits", "--models", "vae", "--epsilons", "inf,4",
+                 "--seeds", "0", "--epochs", "1", "--json", "--quiet", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def genlab_tasks() -> dict[int, str]:
+    """``{pid: run id}`` of the Ray workers running a genlab task now."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode().strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if title.startswith(RAY_TITLE):
+                found[int(entry.name)] = title[len(RAY_TITLE):]
+    return found
+
+
+def wait_for_task(timeout: float = 120) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = genlab_tasks()
+        if tasks:
+            return next(iter(tasks.items()))
+        time.sleep(0.1)
+    raise AssertionError("no Ray worker started a genlab task")
+
+
+def in_thread(fn, *args, **kwargs) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def body():
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as err:  # the test thread re-raises it
+            out["error"] = err
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, out
+
+
+# ----------------------------------------------------------------------------- no Ray
+def test_a_missing_ray_is_one_line_and_creates_nothing(genlab_home, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    code = main(["sweep", "--models", "mixture", "--epochs", "1", "--executor", "ray"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == ("genlab: error: --executor ray needs Ray, which is not installed; "
+                   "pip install 'genlab[ray]'\n")
+    assert RunStore(genlab_home).list() == []
+
+
+def test_ray_options_need_the_ray_executor(genlab_home, capsys):
+    assert main(["sweep", "--models", "mixture", "--ray-address", "auto"]) == 2
+    assert "--ray-address only applies with --executor ray" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- on Ray
+@pytest.mark.slow
+def test_ray_gives_the_local_records_and_is_idempotent(ray_instance, tmp_path, monkeypatch,
+                                                       capsys):
+    # A Ray task trains on one thread (genlab.ray_executor.CPUS_PER_RUN); the local workers
+    # must too, or the VAE's float sums differ in their last bits.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, local = sweep_cli(tmp_path / "local", monkeypatch, capsys)
+    assert code == 0, local["failed"]
+    code, on_ray = sweep_cli(tmp_path / "ray", monkeypatch, capsys, "--executor", "ray")
+    assert code == 0, on_ray["failed"]
+    by_hash = {}
+    for home, out in ((tmp_path / "local", local), (tmp_path / "ray", on_ray)):
+        store = RunStore(home)
+        for run in out["runs"]:
+            info = store.get(run["run_id"])
+            folder = store.artifacts_dir(info.id)
+            by_hash.setdefault(info.config_hash, []).append({
+                "status": info.status,
+                "record": strip_timing(info.record),
+                "summary": strip_timing(info.summary),
+                "history": strip_timing(store.history(info.id)),
+                "files": {p.name: p.read_bytes() for p in folder.iterdir()
+                          if not p.name.endswith(".log")},
+            })
+    assert len(by_hash) == 2
+    for local_run, ray_run in by_hash.values():
+        assert local_run["status"] == ray_run["status"] == "finished"
+        assert set(ray_run["record"]) == {"performance", "interpretability", "privacy", "cost"}
+        assert ray_run["record"] == local_run["record"]
+        assert ray_run["summary"] == local_run["summary"]
+        assert ray_run["history"] == local_run["history"] and len(ray_run["history"]) == 1
+        assert set(ray_run["files"]) == {"config.json", WEIGHTS_FILE, "samples.png",
+                                         "audit_exposed.png"}
+        assert ray_run["files"] == local_run["files"]  # weights and images, byte for byte
+    dp = [r for r in on_ray["runs"] if r["config"].get("privacy")]
+    assert len(dp) == 1 and 3.9 < dp[0]["record"]["privacy"]["epsilon"] <= 4.0
+
+    # the same sweep again: nothing is trained, the same rows come back
+    code, again = sweep_cli(tmp_path / "ray", monkeypatch, capsys, "--executor", "ray")
+    assert code == 0
+    assert [r["run_id"] for r in again["runs"]] == [r["run_id"] for r in on_ray["runs"]]
+    assert set(rows_per_hash(tmp_path / "ray").values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_fails_its_run_and_the_others_complete(ray_instance, tmp_path):
+    from genlab.ray_executor import run_ray_sweep
+
+    store = RunStore(tmp_path)
+    spec = SweepSpec(dataset="digits", models=("vae",), epsilons=(math.inf,), seeds=(0, 1, 2),
+                     epochs=6)
+    thread, out = in_thread(run_ray_sweep, store, spec, evaluate=False, poll=0.2)
+    pid, victim = wait_for_task()
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    runs = {run_id: store.get(run_id) for run_id in out["value"]}
+    assert victim in runs
+    assert runs[victim].status == "failed"
+    assert runs[victim].error == "its Ray worker died before the run finished (WorkerCrashedError)"
+    others = [info for run_id, info in runs.items() if run_id != victim]
+    assert len(others) == 2
+    for info in others:
+        assert info.status == "finished" and info.summary["epochs"] == 6
+        assert [h["epoch"] for h in store.history(info.id)] == [1, 2, 3, 4, 5, 6]
+        assert (store.artifacts_dir(info.id) / WEIGHTS_FILE).is_file()
+
+    # the next sweep retries the failed run in its own row and leaves the others alone
+    finished = {info.id: info.finished for info in others}
+    assert run_ray_sweep(store, spec, evaluate=False) == out["value"]
+    assert store.get(victim).status == "finished"
+    assert {i: store.get(i).finished for i in finished} == finished
+    assert set(rows_per_hash(tmp_path).values()) == {1}
+
+
+@pytest.mark.slow
+def test_cancel_requests_reach_running_and_queued_ray_tasks(ray_instance, tmp_path):
+    from genlab import jobs
+    from genlab.ray_executor import run_ray_sweep
+
+    store = RunStore(tmp_path)
+    spec = SweepSpec(dataset="digits", models=("vae",), epsilons=(math.inf,), seeds=(0, 1),
+                     epochs=500)
+    thread, out = in_thread(run_ray_sweep, store, spec, evaluate=False, poll=0.2)
+    _, running = wait_for_task()
+    queued = next(r.id for r in store.list() if r.id != running)
+    assert store.get(queued).status == "queued"  # one CPU: it waits in Ray's queue
+    assert jobs.cancel(store, queued) == "queued"
+    assert jobs.cancel(store, running) == "queued"  # the driver marks it running at the end
+    thread.join(timeout=120)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    assert {store.get(r).status for r in out["value"]} == {"cancelled"}
+    deadline = time.monotonic() + 30
+    while genlab_tasks() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert genlab_tasks() == {}  # the cancelled task's worker stopped training
