@@ -221,3 +221,70 @@ def test_cancel_requests_reach_running_and_queued_ray_tasks(ray_instance, tmp_pa
     while genlab_tasks() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert genlab_tasks() == {}  # the cancelled task's worker stopped training
+
+
+# ----------------------------------------------------------------------------- the page
+def fill_sweep_form(at, *, executor: str, address: str = ""):
+    at.selectbox(key="tradeoffs_sweep_dataset").set_value("digits")
+    at.multiselect(key="tradeoffs_sweep_models").set_value(["mixture"])
+    at.text_input(key="tradeoffs_sweep_epsilons").set_value("inf")
+    at.text_input(key="tradeoffs_sweep_seeds").set_value("0")
+    at.number_input(key="tradeoffs_sweep_epochs").set_value(1)
+    at.selectbox(key="tradeoffs_sweep_executor").set_value(executor)
+    at.run()
+    if address:
+        at.text_input(key="tradeoffs_sweep_ray_address").set_value(address)
+    return at.button(key="tradeoffs_sweep_start").click().run()
+
+
+@pytest.fixture
+def page_home(genlab_home, monkeypatch, tmp_path):
+    import services
+
+    monkeypatch.setenv(services.DEMO_ENV, str(tmp_path / "absent.json"))  # no demo records
+    return genlab_home
+
+
+def test_the_page_refuses_the_ray_executor_without_ray_in_one_line(page_home, monkeypatch):
+    from test_dashboard import no_exception, open_page
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    at = fill_sweep_form(open_page("tradeoffs"), executor="ray")
+    no_exception(at)
+    assert [e.value for e in at.error] == [
+        "--executor ray needs Ray, which is not installed; pip install 'genlab[ray]'"]
+    assert "tradeoffs_sweep_spec" not in at.session_state
+    assert RunStore(page_home).list() == []
+    assert not list((page_home / "sweeps").glob("*.pid")) if (page_home / "sweeps").exists() \
+        else True
+
+
+@pytest.mark.slow
+def test_a_sweep_started_on_the_page_with_ray_lands_in_the_store(page_home, monkeypatch,
+                                                                 tmp_path):
+    pytest.importorskip("ray")
+    from test_dashboard import no_exception, open_page
+
+    from genlab.sweep import sweep_status
+
+    monkeypatch.setenv("GENLAB_RAY_HOME", str(tmp_path / "ray_home"))
+    at = fill_sweep_form(open_page("tradeoffs"), executor="ray")
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    spec = SweepSpec.from_dict(at.session_state["tradeoffs_sweep_spec"])
+    store = RunStore(page_home)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # the detached driver starts its own local Ray
+        status = sweep_status(store, spec)
+        if not status["running"] and status["done"] + status["failed"] == status["total"]:
+            break
+        time.sleep(1)
+    log = next((page_home / "sweeps").glob("*.log"))
+    assert status["done"] == 1 and status["failed"] == 0, (status, log.read_text()[-2000:])
+    while "runs done" not in log.read_text() and time.monotonic() < deadline + 60:
+        time.sleep(0.5)  # the driver's last line comes after it has shut its Ray down
+    assert "genlab sweep: 1 of 1 runs done" in log.read_text()
+    (info,) = store.list()
+    assert info.owner == "sweep" and info.summary["epochs"] == 1
+    assert set(info.record) == {"performance", "interpretability", "privacy", "cost"}
+    assert not list((page_home / "runs" / info.id).glob("*.log"))  # no local worker ran it
