@@ -43,7 +43,8 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a setting for every run (a model setting, lr or batch_size)")
     s.add_argument("--jobs", type=int, default=None,
-                   help="workers in flight at once (default: GENLAB_JOBS_PER_DEVICE, 1)")
+                   help="runs in flight at once (default: GENLAB_JOBS_PER_DEVICE, 1; with "
+                   "--executor ray, twice the cluster's CPUs)")
     s.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: background workers on this machine (default); ray: one Ray "
                    "task per run, results written here (pip install 'genlab[ray]')")

@@ -221,7 +221,6 @@ def run_sweep(
     """
     if executor != "local":  # ray, or a name it refuses
         from genlab.ray_executor import run_ray_sweep
-
         return run_ray_sweep(store, spec, on_progress=on_progress, evaluate=evaluate, jobs=jobs,
                              address=ray_address, poll=poll, executor=executor)
     if jobs is not None and jobs < 1:
@@ -302,8 +301,7 @@ def failures(store: RunStore, run_ids: list[str], *, evaluate: bool = True) -> l
 # ----------------------------------------------------------------------------- background
 def launch_sweep(store: RunStore, spec: SweepSpec, *, evaluate: bool = True,
                  executor: str = "local", ray_address: str | None = None) -> int:
-    """Start the sweep's driver as a detached process and return its pid (``executor`` and
-    ``ray_address`` as for :func:`run_sweep`).
+    """Start the sweep's driver (``executor`` as for :func:`run_sweep`) detached; its pid.
 
     The spec goes to ``<home>/sweeps/<id>.json`` and the driver's output to ``<id>.log``. If a
     driver of the same grid is already running, its pid comes back and none is started.

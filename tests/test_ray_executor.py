@@ -124,6 +124,25 @@ def test_ray_options_need_the_ray_executor(genlab_home, capsys):
     assert "--ray-address only applies with --executor ray" in capsys.readouterr().err
 
 
+class FakeRay:
+    def __init__(self, resources):
+        self.resources = resources
+
+    def cluster_resources(self):
+        return self.resources
+
+
+@pytest.mark.parametrize(("device", "resources", "gpus"), [
+    ("cuda", {"CPU": 8}, 1), ("auto", {"CPU": 8, "GPU": 4}, 1), ("auto", {"CPU": 8}, 0),
+    ("cpu", {"CPU": 8, "GPU": 4}, 0)])
+def test_a_run_asks_ray_for_a_gpu_when_its_device_is_cuda(device, resources, gpus):
+    from genlab.ray_executor import _in_flight_cap, _num_gpus
+
+    assert _num_gpus(FakeRay(resources), device) == gpus
+    assert _in_flight_cap(FakeRay(resources), None) == 16  # twice the cluster's CPUs
+    assert _in_flight_cap(FakeRay(resources), 3) == 3
+
+
 # ----------------------------------------------------------------------------- on Ray
 @pytest.mark.slow
 def test_ray_gives_the_local_records_and_is_idempotent(ray_instance, tmp_path, monkeypatch,
@@ -162,11 +181,15 @@ def test_ray_gives_the_local_records_and_is_idempotent(ray_instance, tmp_path, m
     dp = [r for r in on_ray["runs"] if r["config"].get("privacy")]
     assert len(dp) == 1 and 3.9 < dp[0]["record"]["privacy"]["epsilon"] <= 4.0
 
-    # the same sweep again: nothing is trained, the same rows come back
-    code, again = sweep_cli(tmp_path / "ray", monkeypatch, capsys, "--executor", "ray")
-    assert code == 0
-    assert [r["run_id"] for r in again["runs"]] == [r["run_id"] for r in on_ray["runs"]]
-    assert set(rows_per_hash(tmp_path / "ray").values()) == {1}
+    # the same sweep again, on either executor: nothing is trained, the same rows come back
+    for home, first, extra in ((tmp_path / "ray", on_ray, ["--executor", "ray"]),
+                               (tmp_path / "local", local, ["--executor", "ray"]),
+                               (tmp_path / "ray", on_ray, [])):
+        code, again = sweep_cli(home, monkeypatch, capsys, *extra)
+        assert code == 0
+        assert [r["run_id"] for r in again["runs"]] == [r["run_id"] for r in first["runs"]]
+        assert [r["summary"] for r in again["runs"]] == [r["summary"] for r in first["runs"]]
+        assert set(rows_per_hash(home).values()) == {1}
 
 
 @pytest.mark.slow
@@ -198,6 +221,49 @@ def test_a_killed_ray_worker_fails_its_run_and_the_others_complete(ray_instance,
     assert store.get(victim).status == "finished"
     assert {i: store.get(i).finished for i in finished} == finished
     assert set(rows_per_hash(tmp_path).values()) == {1}
+
+
+@pytest.mark.slow
+def test_with_retries_ray_reruns_a_run_whose_worker_was_killed(ray_instance, tmp_path):
+    from genlab.ray_executor import run_ray_sweep
+
+    store = RunStore(tmp_path)
+    spec = SweepSpec(dataset="digits", models=("vae",), epsilons=(math.inf,), seeds=(7,),
+                     epochs=6)
+    thread, out = in_thread(run_ray_sweep, store, spec, evaluate=False, retries=1, poll=0.2)
+    pid, victim = wait_for_task()
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    assert out["value"] == [victim]
+    info = store.get(victim)
+    assert info.status == "finished" and info.error is None and info.summary["epochs"] == 6
+    assert [h["epoch"] for h in store.history(victim)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_a_trained_run_without_its_record_is_evaluated_on_ray(ray_instance, tmp_path):
+    from genlab import jobs
+    from genlab.ray_executor import run_ray_sweep
+
+    store = RunStore(tmp_path)
+    spec = SweepSpec(dataset="digits", models=("mixture",), epsilons=(math.inf,), seeds=(0,),
+                     epochs=1)
+    (cfg,) = spec.configs()
+    run_id = store.create_run(model=cfg.model, dataset="digits", config=cfg.to_dict(),
+                              config_hash=cfg.config_hash())
+    jobs.execute_run(store, run_id)  # trained here, never evaluated
+    before = store.get(run_id)
+    weights = (store.artifacts_dir(run_id) / WEIGHTS_FILE).read_bytes()
+    assert run_ray_sweep(store, spec) == [run_id]
+    after = store.get(run_id)
+    assert set(after.record) == {"performance", "interpretability", "privacy", "cost"}
+    assert after.record["privacy"]["mia_auc"] is not None
+    assert (after.finished, after.summary) == (before.finished, before.summary)  # not retrained
+    assert (store.artifacts_dir(run_id) / WEIGHTS_FILE).read_bytes() == weights
+    assert (store.artifacts_dir(run_id) / "audit_exposed.png").is_file()
+    assert not (store.artifacts_dir(run_id) / "evaluate.pid").exists()
+    assert len(store.list()) == 1
 
 
 @pytest.mark.slow
