@@ -185,8 +185,9 @@ def sweep_launcher(datasets: list[str]) -> None:
     with st.container(border=True, key="tradeoffs_sweep"):
         st.subheader("Run a sweep")
         st.caption("Every chosen model at every ε and seed, trained and evaluated on all three "
-                   "axes in the background (one run at a time per device). A grid that was run "
-                   "before reuses its finished runs.")
+                   "axes in the background (locally one run at a time per device; on Ray one "
+                   "per CPU, or per GPU where there are GPUs). A grid that was run before reuses "
+                   "its finished runs.")
         data_col, model_col = st.columns([1, 2])
         dataset = data_col.selectbox("Dataset", datasets, key="tradeoffs_sweep_dataset")
         models = model_col.multiselect("Models", services.models(), default=["vae", "mixture"],
