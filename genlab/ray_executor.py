@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +64,27 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def check_reachable(address: str, *, timeout: float = 10.0) -> None:
+    """Fail fast on a cluster address nothing listens at: Ray itself keeps retrying for
+    minutes. ``auto`` (the cluster ``ray start`` left on this machine) is Ray's to find.
+
+    Raises:
+        ConfigError: a malformed address, or no answer at HOST:PORT within ``timeout``.
+    """
+    bare = address.removeprefix("ray://")
+    if bare in ("auto", "local"):
+        return
+    host, _, port = bare.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"the Ray address must be auto, HOST:PORT or ray://HOST:PORT "
+                          f"(got {address!r})")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({err.strerror or err}); "
+                          "is `ray start --head` running there?") from None
+
+
 def connect(address: str | None = None) -> tuple[Any, bool]:
     """Connect to Ray: the cluster at ``address``, the one this process already joined, or a
     new local instance (``num_cpus`` from the machine, no dashboard).
@@ -77,6 +99,8 @@ def connect(address: str | None = None) -> tuple[Any, bool]:
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
+    if address:
+        check_reachable(address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
     quiet = dict(log_to_driver=False, logging_level=logging.WARNING)  # stdout stays JSON
     try:

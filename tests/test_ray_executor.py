@@ -119,6 +119,24 @@ def test_a_missing_ray_is_one_line_and_creates_nothing(genlab_home, monkeypatch,
     assert RunStore(genlab_home).list() == []
 
 
+@pytest.mark.parametrize(("address", "message"), [
+    ("127.0.0.1:{port}", "cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused); "
+                         "is `ray start --head` running there?"),
+    ("head-node", "the Ray address must be auto, HOST:PORT or ray://HOST:PORT (got 'head-node')"),
+])
+def test_an_unreachable_ray_address_is_one_line_and_creates_nothing(genlab_home, capsys,
+                                                                    address, message):
+    pytest.importorskip("ray")
+    from browser_support import free_port
+
+    port = free_port()  # nothing listens there
+    code = main(["sweep", "--models", "mixture", "--epochs", "1", "--executor", "ray",
+                 "--ray-address", address.format(port=port), "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == f"genlab: error: {message.format(port=port)}\n"
+    assert RunStore(genlab_home).list() == []
+
+
 def test_ray_options_need_the_ray_executor(genlab_home, capsys):
     assert main(["sweep", "--models", "mixture", "--ray-address", "auto"]) == 2
     assert "--ray-address only applies with --executor ray" in capsys.readouterr().err
@@ -323,6 +341,20 @@ def test_the_page_refuses_the_ray_executor_without_ray_in_one_line(page_home, mo
     assert RunStore(page_home).list() == []
     assert not list((page_home / "sweeps").glob("*.pid")) if (page_home / "sweeps").exists() \
         else True
+
+
+def test_the_page_refuses_a_ray_address_nothing_answers_at(page_home):
+    pytest.importorskip("ray")
+    from browser_support import free_port
+    from test_dashboard import no_exception, open_page
+
+    port = free_port()
+    at = fill_sweep_form(open_page("tradeoffs"), executor="ray", address=f"127.0.0.1:{port}")
+    no_exception(at)
+    assert [e.value for e in at.error] == [
+        f"cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused); is "
+        "`ray start --head` running there?"]
+    assert "tradeoffs_sweep_spec" not in at.session_state and RunStore(page_home).list() == []
 
 
 @pytest.mark.slow

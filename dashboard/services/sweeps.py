@@ -47,16 +47,19 @@ def start_sweep(spec: SweepSpec, *, executor: str = "local",
         ray_address: the Ray cluster; empty or None starts a local Ray instance.
 
     Raises:
-        ConfigError: an unknown executor, or ``ray`` without Ray installed (checked here, so
-            the page says so instead of a driver that dies in the background).
+        ConfigError: an unknown executor, ``ray`` without Ray installed or with an address
+            nothing answers at (checked here, so the page says so instead of a driver that
+            dies in the background).
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; use local or ray")
     address = (ray_address or "").strip() or None
     if executor == "ray":
-        from genlab.ray_executor import import_ray
+        from genlab.ray_executor import check_reachable, import_ray
 
         import_ray()
+        if address:
+            check_reachable(address, timeout=3.0)
     elif address:
         raise ConfigError("a Ray address only applies to the Ray executor")
     launch_sweep(get_store(), spec, executor=executor, ray_address=address)
