@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 # wheel onto a machine without a GPU. This is the one place that choice lives. On a GPU box:
 #   make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= dev
+# dev: the test tools; ray: `genlab sweep --executor ray`, tested against a local Ray instance
+EXTRAS     ?= dev,ray
 HOST       ?= 127.0.0.1
 PORT       ?= 8501
 # The browser test drives Debian's Chromium; `make test BROWSER_TESTS=0` skips it.

@@ -16,6 +16,7 @@ from typing import Any
 from genlab.cli_axes import cmd_audit, cmd_budget, cmd_explain
 from genlab.cli_output import print_json, run_json
 from genlab.cli_report import add_report_parser
+from genlab.cli_resume import add_resume_parser
 from genlab.cli_sweep import add_sweep_parser
 from genlab.config import ACCOUNTANTS, DEVICES, make_run_config, parse_set_options
 from genlab.errors import ConfigError, GenlabError
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
 
-    r = sub.add_parser("runs", help="list, show, export or delete stored runs")
+    r = sub.add_parser("runs", help="list, show, export, delete or resume stored runs")
     rs = r.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)
     ls = rs.add_parser("list", help="all runs, newest first")
     ls.add_argument("--status")
@@ -285,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     de = rs.add_parser("delete", help="delete a run and its artifacts")
     de.add_argument("run")
     de.add_argument("--json", action="store_true")
+    add_resume_parser(rs)
     r.set_defaults(func=cmd_runs)
 
     add_report_parser(sub)

@@ -1,4 +1,5 @@
-"""The CLI's ``sweep`` command: a grid of runs trained and evaluated by the local workers."""
+"""The CLI's ``sweep`` command: a grid of runs trained and evaluated by the local workers or
+on Ray (``--executor ray``, :mod:`genlab.ray_executor`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 from genlab.cli_output import print_json, run_json
 from genlab.config import parse_set_options
+from genlab.errors import ConfigError
 from genlab.runs import RunStore
 from genlab.sweep import (
     DEFAULT_LIMIT,
@@ -41,7 +43,16 @@ def add_sweep_parser(sub) -> None:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a setting for every run (a model setting, lr or batch_size)")
     s.add_argument("--jobs", type=int, default=None,
-                   help="workers in flight at once (default: GENLAB_JOBS_PER_DEVICE, 1)")
+                   help="runs in flight at once (default: GENLAB_JOBS_PER_DEVICE, 1; with "
+                   "--executor ray, twice the cluster's CPUs)")
+    s.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: background workers on this machine (default); ray: one Ray "
+                   "task per run, results written here (pip install 'genlab[ray]')")
+    s.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to use (auto, HOST:PORT or ray://HOST:PORT); "
+                   "default: start a local Ray instance")
+    s.add_argument("--ray-retries", type=int, default=0, metavar="N",
+                   help="rerun a run whose Ray worker died up to N times (default 0: failed)")
     s.add_argument("--max-runs", type=int, default=DEFAULT_LIMIT,
                    help=f"refuse a grid with more runs than this (default {DEFAULT_LIMIT})")
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -64,6 +75,9 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.executor != "ray" and (args.ray_address or args.ray_retries):
+        option = "--ray-address" if args.ray_address else "--ray-retries"
+        raise ConfigError(f"{option} only applies with --executor ray")
     store = RunStore()
     bar = None
     if not args.quiet:
@@ -78,7 +92,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{item.run_id} {item.state}")
 
     try:
-        run_ids = run_sweep(store, spec, on_progress=on_progress, jobs=args.jobs)
+        if args.executor == "ray":
+            from genlab.ray_executor import run_ray_sweep
+
+            run_ids = run_ray_sweep(store, spec, on_progress=on_progress, jobs=args.jobs,
+                                    address=args.ray_address, retries=args.ray_retries)
+        else:
+            run_ids = run_sweep(store, spec, on_progress=on_progress, jobs=args.jobs)
     finally:
         if bar is not None:
             bar.close()

@@ -38,6 +38,7 @@ from genlab.procs import (
 )
 from genlab.runs import RunStore
 from genlab.train import Callback, Trainer, TrainResult, check_run, resolve_device, train_run
+from genlab.train_state import CHECKPOINT_FILE, CheckpointCallback, TrainState
 from genlab.viz import image_grid, save_png
 
 try:  # POSIX file locks serialise jobs per device; without them (Windows) jobs run at once.
@@ -87,15 +88,24 @@ def write_artifacts(store: RunStore, run_id: str, cfg: RunConfig, model) -> Path
     return folder
 
 
-def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    """Train a stored run to the end and record the outcome (finished, cancelled or failed)."""
+def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] = (),
+                resume: TrainState | None = None) -> TrainResult:
+    """Train a stored run to the end and record the outcome (finished, cancelled or failed).
+
+    A resume checkpoint (:mod:`genlab.train_state`) is written at each epoch end, until the run
+    finishes; ``resume`` continues from one (``genlab runs resume``)."""
     info = store.get(run_id)
     cfg = RunConfig.from_dict(info.config)
     store.claim(run_id, pid=os.getpid())
+    checkpoint = store.artifacts_dir(run_id) / CHECKPOINT_FILE
     try:
-        model, result = train_run(cfg, callbacks=[StoreCallback(store, run_id), *callbacks])
+        saver = CheckpointCallback(checkpoint, config_hash=cfg.config_hash())
+        model, result = train_run(
+            cfg, callbacks=[saver, StoreCallback(store, run_id), *callbacks], resume=resume
+        )
         write_artifacts(store, run_id, cfg, model)
         store.finish(run_id, summary={**result.summary(), "params": model.num_params()})
+        checkpoint.unlink(missing_ok=True)  # only an unfinished run needs it
         if result.privacy:  # the formal guarantee belongs in the record's privacy block
             store.update_record(run_id, "privacy", result.privacy)
         return result

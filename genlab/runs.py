@@ -282,8 +282,9 @@ class RunStore:
                       pid_start=None, cancel_requested=0)
         shutil.rmtree(self.home / "runs" / row["id"], ignore_errors=True)
 
-    def claim(self, run_id: str, *, pid: int | None = None) -> None:
-        """Mark an active run running in process ``pid`` (default: this one), else StoreError."""
+    def claim(self, run_id: str, *, pid: int | None = None, started: float | None = None) -> None:
+        """Mark an active run running in process ``pid`` (default: this one) since ``started``
+        (default: now), else StoreError."""
         pid = os.getpid() if pid is None else pid
         stat = process_stat(pid)
         with self._connect(write=True) as conn:
@@ -294,7 +295,7 @@ class RunStore:
                 conn,
                 row["id"],
                 status="running",
-                started=time.time(),
+                started=time.time() if started is None else started,
                 pid=pid,
                 pid_start=stat[1] if stat else None,
             )

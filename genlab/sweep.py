@@ -197,9 +197,11 @@ def run_sweep(
     evaluate: bool = True,
     jobs: int | None = None,
     poll: float = 0.5,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> list[str]:
     """Train (and evaluate) every run of the sweep that is not done yet; returns the run ids in
-    plan order.
+    plan order. ``executor="ray"``: each run is a Ray task (:mod:`genlab.ray_executor`).
 
     Each run is tried once per call: a run that fails stays failed (see :func:`failures`) and
     the sweep goes on. Calling it again retries the failed runs in their own rows and does
@@ -217,6 +219,10 @@ def run_sweep(
         ConfigError: ``jobs`` below 1, or a setting the data does not fit (no run is created).
         DataError: the dataset cannot be loaded (no run is created).
     """
+    if executor != "local":  # ray, or a name it refuses
+        from genlab.ray_executor import run_ray_sweep
+        return run_ray_sweep(store, spec, on_progress=on_progress, evaluate=evaluate, jobs=jobs,
+                             address=ray_address, poll=poll, executor=executor)
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
     items = plan(store, spec)
@@ -293,8 +299,9 @@ def failures(store: RunStore, run_ids: list[str], *, evaluate: bool = True) -> l
 
 
 # ----------------------------------------------------------------------------- background
-def launch_sweep(store: RunStore, spec: SweepSpec, *, evaluate: bool = True) -> int:
-    """Start the sweep's driver as a detached process and return its pid.
+def launch_sweep(store: RunStore, spec: SweepSpec, *, evaluate: bool = True,
+                 executor: str = "local", ray_address: str | None = None) -> int:
+    """Start the sweep's driver (``executor`` as for :func:`run_sweep`) detached; its pid.
 
     The spec goes to ``<home>/sweeps/<id>.json`` and the driver's output to ``<id>.log``. If a
     driver of the same grid is already running, its pid comes back and none is started.
@@ -305,7 +312,8 @@ def launch_sweep(store: RunStore, spec: SweepSpec, *, evaluate: bool = True) -> 
         return int(marker.read_text().split()[0])
     spec_file = folder / f"{sweep_id}.json"
     spec_file.write_text(json.dumps(spec.to_dict(), indent=2))
-    args = [sys.executable, "-m", "genlab.sweep", "--spec", str(spec_file)]
+    args = [sys.executable, "-m", "genlab.sweep", "--spec", str(spec_file), "--executor", executor]
+    args += ["--ray-address", ray_address] if ray_address else []
     with open(folder / f"{sweep_id}.log", "ab") as log:
         proc = subprocess.Popen(
             args + ([] if evaluate else ["--no-evaluate"]),
@@ -364,13 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--spec-json", help="SweepSpec.to_dict() as JSON text")
     parser.add_argument("--jobs", type=int)
     parser.add_argument("--no-evaluate", action="store_true")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--ray-address")
     args = parser.parse_args(argv)
     try:
         text = Path(args.spec).read_text() if args.spec else args.spec_json
         spec = SweepSpec.from_dict(json.loads(text))
         store = RunStore()
         evaluate = not args.no_evaluate
-        ids = run_sweep(store, spec, jobs=args.jobs, evaluate=evaluate, on_progress=_log_line)
+        ids = run_sweep(store, spec, jobs=args.jobs, evaluate=evaluate, on_progress=_log_line,
+                        executor=args.executor, ray_address=args.ray_address)
     except (GenlabError, OSError, json.JSONDecodeError) as err:
         print(f"genlab sweep: error: {err}", file=sys.stderr)
         return 2

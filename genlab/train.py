@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from genlab.config import PrivacyConfig, RunConfig, TrainConfig
 from genlab.data import DataSplits, Split, load_dataset
 from genlab.errors import ConfigError
 from genlab.models import GenerativeModel, build
+
+if TYPE_CHECKING:
+    from genlab.train_state import TrainState
 
 EVAL_SEED = 2024  # fixes the noise of stochastic losses (the VAE's z) in every evaluation
 
@@ -118,6 +121,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.callbacks = list(callbacks)
         self.optimizers = model.configure_optimizers(config.lr)
+        self.shuffle: torch.Generator | None = None  # the batch order's generator, set in fit()
         self.epoch = 0
         self.step = 0
         self.total_steps = 0
@@ -158,13 +162,15 @@ class Trainer:
         return total / max(len(x), 1)
 
     # ---------------------------------------------------------------- loop
-    def fit(self, data: DataSplits) -> TrainResult:
+    def fit(self, data: DataSplits, *, resume: TrainState | None = None) -> TrainResult:
+        """Train for the configured epochs; with ``resume`` (a checkpoint of the same run, see
+        :mod:`genlab.train_state`), continue after its epoch as if training had never stopped."""
         cfg = self.config
         x, y = self._to_device(data.train)
         xt, yt = self._to_device(data.test)
         steps_per_epoch = -(-len(x) // cfg.batch_size)
         self.total_steps = steps_per_epoch * cfg.epochs
-        shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.shuffle = shuffle = torch.Generator().manual_seed(cfg.seed)
         if self.privacy is not None:
             from genlab.privacy.dp import PrivateTraining  # the one door to Opacus
 
@@ -178,12 +184,18 @@ class Trainer:
                 seed=cfg.seed,
             )
             self.total_steps = self.dp.steps_per_epoch * cfg.epochs
-        start = time.perf_counter()
+        if resume is not None:
+            from genlab.train_state import restore
+
+            restore(self, resume)
+        last = self.history[-1] if self.history else {}
+        start = time.perf_counter() - last.get("seconds", 0.0)  # a resumed run's clock goes on
         for cb in self.callbacks:
             cb.on_train_start(self)
         self.model.train()
-        train_loss = test_loss = float("nan")
-        for epoch in range(1, cfg.epochs + 1):
+        train_loss = last.get("train_loss", float("nan"))
+        test_loss = last.get("test_loss", float("nan"))
+        for epoch in range(self.epoch + 1, cfg.epochs + 1):
             self.epoch = epoch
             sums: dict[str, Tensor] = {}
             n_batches = 0
@@ -276,12 +288,13 @@ def prepare_run(cfg: RunConfig, *, seed: bool = True) -> tuple[GenerativeModel, 
 
 
 def train_run(
-    cfg: RunConfig, *, callbacks: Sequence[Callback] = ()
+    cfg: RunConfig, *, callbacks: Sequence[Callback] = (), resume: TrainState | None = None
 ) -> tuple[GenerativeModel, TrainResult]:
-    """Train the model a :class:`RunConfig` describes; the pure core of ``genlab train``."""
+    """Train the model a :class:`RunConfig` describes; the pure core of ``genlab train``.
+    ``resume``: a checkpoint of this run to continue from."""
     model, data = prepare_run(cfg)
     if cfg.train.epochs is None:
         raise ConfigError("epochs must be set (make_run_config fills in the model's default)")
     trainer = Trainer(model, cfg.train, callbacks=callbacks, privacy=cfg.privacy)
-    result = trainer.fit(data)
+    result = trainer.fit(data, resume=resume)
     return model, result

@@ -93,7 +93,7 @@ from .privacy_plots import (
     plan_figure,
     roc_figure,
 )
-from .sweeps import SWEEP_DEFAULTS, start_sweep, sweep_progress, sweep_spec
+from .sweeps import EXECUTORS, SWEEP_DEFAULTS, start_sweep, sweep_progress, sweep_spec
 from .tradeoffs import (
     AXES,
     DEMO_ENV,
@@ -124,6 +124,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEMO_ENV",
     "DP_DEFAULTS",
+    "EXECUTORS",
     "IG_DELTA_WARN",
     "FD_NOTE",
     "GOOD_EPSILON",

@@ -185,8 +185,9 @@ def sweep_launcher(datasets: list[str]) -> None:
     with st.container(border=True, key="tradeoffs_sweep"):
         st.subheader("Run a sweep")
         st.caption("Every chosen model at every ε and seed, trained and evaluated on all three "
-                   "axes in the background (one run at a time per device). A grid that was run "
-                   "before reuses its finished runs.")
+                   "axes in the background (locally one run at a time per device; on Ray one "
+                   "per CPU, or per GPU where there are GPUs). A grid that was run before reuses "
+                   "its finished runs.")
         data_col, model_col = st.columns([1, 2])
         dataset = data_col.selectbox("Dataset", datasets, key="tradeoffs_sweep_dataset")
         models = model_col.multiselect("Models", services.models(), default=["vae", "mixture"],
@@ -201,13 +202,25 @@ def sweep_launcher(datasets: list[str]) -> None:
                                          "error bars.")
         epochs = epoch_col.number_input("Epochs (0: each model's default)", min_value=0, value=0,
                                         step=1, key="tradeoffs_sweep_epochs")
+        exec_col, address_col = st.columns([1, 2])
+        executor = exec_col.selectbox("Executor", list(services.EXECUTORS),
+                                      format_func=services.EXECUTORS.get,
+                                      key="tradeoffs_sweep_executor",
+                                      help="Ray runs each run as a Ray task; results come back "
+                                           "to this server's store (pip install 'genlab[ray]').")
+        address = address_col.text_input("Ray address", "", key="tradeoffs_sweep_ray_address",
+                                         disabled=executor != "ray",
+                                         placeholder="empty: start a local Ray instance",
+                                         help="auto, HOST:PORT or ray://HOST:PORT of a running "
+                                              "cluster (ray start --head).")
         if SWEEP_NOTE in st.session_state:
             st.success(st.session_state.pop(SWEEP_NOTE))
         if st.button("Start sweep", key="tradeoffs_sweep_start", icon=":material/play_arrow:"):
             try:
                 spec = services.sweep_spec(dataset=dataset, models=models, epsilons=epsilons,
                                            seeds=seeds, epochs=int(epochs))
-                st.session_state[SWEEP_KEY] = services.start_sweep(spec)
+                st.session_state[SWEEP_KEY] = services.start_sweep(
+                    spec, executor=executor, ray_address=address if executor == "ray" else None)
             except (GenlabError, OSError) as err:
                 st.error(str(err))
         running = SWEEP_KEY in st.session_state

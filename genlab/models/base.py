@@ -86,6 +86,13 @@ class GenerativeModel(nn.Module):
         opt.step()
         return {"loss": loss.detach()}
 
+    def training_counters(self) -> dict[str, int]:
+        """Counters ``train_step`` keeps outside the weights; a resume checkpoint saves them."""
+        return {}
+
+    def load_training_counters(self, counters: dict[str, int]) -> None:
+        """Restore :meth:`training_counters` when a run resumes from a checkpoint."""
+
     def private_modules(self) -> nn.Module:
         """The submodules that see real data and so need DP (the whole model by default)."""
         return self

@@ -184,6 +184,12 @@ class GAN(LatentModel):
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self._ema_updates = 0
 
+    def training_counters(self) -> dict[str, int]:
+        return {"ema_updates": self._ema_updates}  # the EMA's warm-up decay depends on it
+
+    def load_training_counters(self, counters: dict[str, int]) -> None:
+        self._ema_updates = int(counters["ema_updates"])
+
     @classmethod
     def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
         # about 1,400 generator steps on mnist5k; fewer leave too few 1s (mode dropping)
