@@ -30,6 +30,7 @@ from genlab.tradeoffs import (
     THREE_AXES,
     count_column,
     format_epsilon,
+    matrix_keys,
     metric,
     pareto_of,
     sd_column,
@@ -259,10 +260,22 @@ def _three_axes_rows(summary: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Dat
     return full, note
 
 
-def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXES) -> go.Figure:
-    """Every pair of ``keys`` (by default one metric per axis plus ε), one colour per model.
+def _axes_title(keys: Sequence[str]) -> str:
+    """"The three axes", or the axes the metrics belong to ("Performance, ... and efficiency")."""
+    if tuple(keys) == THREE_AXES:
+        return "The three axes"
+    axes = list(dict.fromkeys(metric(k).axis for k in keys))
+    text = axes[0] if len(axes) == 1 else ", ".join(axes[:-1]) + " and " + axes[-1]
+    return text[:1].upper() + text[1:]
+
+
+def scatter_matrix_figure(summary: pd.DataFrame,
+                          keys: Sequence[str] | None = None) -> go.Figure:
+    """Every pair of ``keys`` (by default :func:`genlab.tradeoffs.matrix_keys`: one metric per
+    axis, efficiency included when every group has it, plus ε), one colour per model.
 
     ε is drawn in log10 units, ∞ at its own labelled position past the largest finite ε."""
+    keys = matrix_keys(summary) if keys is None else tuple(keys)
     rows, note = _three_axes_rows(summary, keys)
     scale = EpsilonScale.of(summary[EPSILON])
     fig = go.Figure()
@@ -275,7 +288,7 @@ def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXE
             marker=dict(color=colour, symbol=symbol, size=10, line=dict(color="white", width=1)),
             text=[hover_text(r, keys) for _, r in part.iterrows()],
             hovertemplate="%{text}<extra></extra>"))
-    title = (f"The three axes pairwise<br><sup>{len(rows)} groups, means over seeds; ↑/↓: "
+    title = (f"{_axes_title(keys)} pairwise<br><sup>{len(rows)} groups, means over seeds; ↑/↓: "
              f"higher/lower is better; ε on a log scale, no DP at the top/right{note}</sup>")
     _layout(fig, title, 720, legend=dict(title="model"), dragmode="select",
             hovermode="closest")
@@ -288,10 +301,12 @@ def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXE
     return fig
 
 
-def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXES) -> go.Figure:
-    """Parallel coordinates: one line per group through the model and ``keys``, coloured by
-    model. Each metric's axis is turned so that up is better (↑), ε in log10 units with ∞ at the
-    bottom. Plotly's parallel coordinates show no hover text: the runs table lists the ids."""
+def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] | None = None) -> go.Figure:
+    """Parallel coordinates: one line per group through the model and ``keys`` (by default
+    :func:`genlab.tradeoffs.matrix_keys`), coloured by model. Each metric's axis is turned so
+    that up is better (↑), ε in log10 units with ∞ at the bottom. Plotly's parallel coordinates
+    show no hover text: the runs table lists the ids."""
+    keys = matrix_keys(summary) if keys is None else tuple(keys)
     rows, note = _three_axes_rows(summary, keys)
     scale = EpsilonScale.of(summary[EPSILON])
     styles = model_styles(rows["model"])
@@ -322,8 +337,8 @@ def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXES) -> 
         dimensions=dims, labelangle=0, labelside="top",
         line=dict(color=codes, colorscale=scale_colours, cmin=0, cmax=max(n - 1, 1),
                   showscale=False)))
-    title = (f"The three axes in parallel<br><sup>one line per group ({len(rows)}), means over "
-             f"seeds; every axis is turned so that up is better{note}</sup>")
+    title = (f"{_axes_title(keys)} in parallel<br><sup>one line per group ({len(rows)}), "
+             f"means over seeds; every axis is turned so that up is better{note}</sup>")
     return _layout(fig, title, 520, margin=dict(l=80, r=80, t=130, b=40))
 
 

@@ -28,13 +28,14 @@ from genlab.tradeoff_plots import (  # noqa: F401  (re-exported for the page)
     pareto_figure,
     scatter_matrix_figure,
 )
-from genlab.tradeoffs import (  # noqa: F401  (AXES, filter_frame: re-exported)
+from genlab.tradeoffs import (  # noqa: F401  (AXES, filter_frame, matrix_keys: re-exported)
     AXES,
     DEFAULT_X,
     DEFAULT_Y,
     epsilon_values,
     filter_frame,
     format_epsilon,
+    matrix_keys,
     runs_frame,
     seed_summary,
 )
@@ -48,7 +49,9 @@ TABLE_COLUMNS = {"id": "run", "model": "model", "seed": "seed", "epsilon": "ε",
                  "interpretability.score": "interp. score", "privacy.mia_auc": "attack AUC",
                  "privacy.mia_tpr_at_1pct_fpr": "TPR@1%FPR",
                  "privacy.epsilon_lower_bound": "empirical ε ≥",
-                 "cost.train_seconds": "train s", "created": "created"}
+                 "cost.train_seconds": "train s", "efficiency.size_bytes": "bytes",
+                 "efficiency.sample_seconds": "latency s", "derived": "made by",
+                 "parent": "from", "created": "created"}
 
 
 # Three significant figures everywhere; ε stays a number (∞ without DP) so the column sorts.
@@ -57,6 +60,11 @@ TABLE_FORMATS = {
        for key, name in TABLE_COLUMNS.items() if key in AXES},
     "ε": st.column_config.NumberColumn("ε", format="%.3g",
                                        help="The accountant's ε; Infinity: trained without DP"),
+    "bytes": st.column_config.NumberColumn("bytes", format="localized",
+                                           help=AXES["efficiency.size_bytes"].label),
+    "made by": st.column_config.TextColumn(
+        "made by", help="genlab compress or fuse: the method that made this run from others"),
+    "from": st.column_config.TextColumn("from", help="the run(s) this one was made from"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
 }
 
