@@ -172,8 +172,8 @@ def compress_run(store: RunStore, run_id: str, method: str) -> str:
                          "it has finished")
     link = lineage_of(store, parent.id)
     if link is not None and link.method in NOT_COMPRESSIBLE:
-        raise StoreError(f"run {parent.id} is already a {link.spec} run; compress its parent "
-                         f"{link.parents[0]} instead")
+        raise StoreError(f"run {parent.id} was made by {link.spec} already; compress its "
+                         f"parent {link.parents[0]} instead")
     start = time.perf_counter()
     model, cfg, data = load_run_model(store, parent.id)
     before = parameter_counts(model)

@@ -62,7 +62,7 @@ def check_fusible(parents: list[RunInfo], store: RunStore) -> None:
                              "finished")
         link = lineage_of(store, p.id)
         if link is not None and link.method not in FUSIBLE:
-            raise StoreError(f"run {p.id} is a {link.spec} run; fuse full-precision runs "
+            raise StoreError(f"run {p.id} was made by {link.spec}; fuse full-precision runs "
                              "(trained, pruned or averaged ones)")
     first = parents[0]
     for other in parents[1:]:
