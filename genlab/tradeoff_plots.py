@@ -185,24 +185,29 @@ def pareto_figure(summary: pd.DataFrame, *, x: str = DEFAULT_X, y: str = DEFAULT
     keys = (x, y, colour)
     values = shown[colour]
     cmin, cmax = (values.min(), values.max()) if values.notna().any() else (0.0, 1.0)
-    for model, (_, symbol) in styles.items():
-        rows = shown[shown["model"] == model]
-        for has_colour in (True, False):
-            part = rows[rows[colour].notna() == has_colour]
-            if not len(part):
-                continue
-            marker = dict(symbol=symbol, size=14, line=dict(color="#222", width=1))
-            if has_colour:
-                marker.update(color=_list(part[colour]), coloraxis="coloraxis")
-            else:
-                marker.update(color="#bbbbbb")
-            fig.add_trace(go.Scatter(
-                x=_positions(part, x, scale), y=_positions(part, y, scale), mode="markers",
-                name=model if has_colour else f"{model} (no {metric(colour).short})",
-                legendgroup=model, marker=marker, customdata=part["group"].tolist(),
-                text=[hover_text(r, keys) for _, r in part.iterrows()],
-                hovertemplate="%{text}<extra></extra>",
-                error_x=_error_bars(part, x), error_y=_error_bars(part, y)))
+    # compressed and fused groups (genlab compress / fuse) get their model's symbol with a dot
+    derived = shown["derived"] if "derived" in shown else pd.Series("", index=shown.index)
+    for model, (_, model_symbol) in styles.items():
+        for made_by in sorted(set(derived[shown["model"] == model])):
+            rows = shown[(shown["model"] == model) & (derived == made_by)]
+            name = f"{model} {made_by}" if made_by else model
+            symbol = f"{model_symbol}-dot" if made_by else model_symbol
+            for has_colour in (True, False):
+                part = rows[rows[colour].notna() == has_colour]
+                if not len(part):
+                    continue
+                marker = dict(symbol=symbol, size=14, line=dict(color="#222", width=1))
+                if has_colour:
+                    marker.update(color=_list(part[colour]), coloraxis="coloraxis")
+                else:
+                    marker.update(color="#bbbbbb")
+                fig.add_trace(go.Scatter(
+                    x=_positions(part, x, scale), y=_positions(part, y, scale), mode="markers",
+                    name=name if has_colour else f"{name} (no {metric(colour).short})",
+                    legendgroup=name, marker=marker, customdata=part["group"].tolist(),
+                    text=[hover_text(r, keys) for _, r in part.iterrows()],
+                    hovertemplate="%{text}<extra></extra>",
+                    error_x=_error_bars(part, x), error_y=_error_bars(part, y)))
     optimal = shown[pareto_of(shown, [x, y])] if len(shown) else shown
     if len(optimal):
         order = _front_order(optimal, x)

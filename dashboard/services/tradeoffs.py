@@ -44,14 +44,14 @@ from .core import get_store
 
 DEMO_ENV = "GENLAB_DEMO_RECORDS"
 DEMO_RECORDS = Path(__file__).resolve().parents[2] / "assets" / "demo" / "records.json"
-TABLE_COLUMNS = {"id": "run", "model": "model", "seed": "seed", "epsilon": "ε",
+TABLE_COLUMNS = {"id": "run", "model": "model", "derived": "made by", "parent": "from",
+                 "seed": "seed", "epsilon": "ε",
                  "performance.cas": "CAS", "performance.fd": "FD",
                  "interpretability.score": "interp. score", "privacy.mia_auc": "attack AUC",
                  "privacy.mia_tpr_at_1pct_fpr": "TPR@1%FPR",
                  "privacy.epsilon_lower_bound": "empirical ε ≥",
                  "cost.train_seconds": "train s", "efficiency.size_bytes": "bytes",
-                 "efficiency.sample_seconds": "latency s", "derived": "made by",
-                 "parent": "from", "created": "created"}
+                 "efficiency.sample_seconds": "latency s", "created": "created"}
 
 
 # Three significant figures everywhere; ε stays a number (∞ without DP) so the column sorts.
@@ -137,7 +137,7 @@ def tradeoff_table(frame: pd.DataFrame) -> pd.DataFrame:
     # records read from a file may carry no time (0): shown blank, not as 1970
     created = table["created"].where(table["created"] > 0)
     table["created"] = pd.to_datetime(created, unit="s").dt.floor("s")
-    return table.sort_values(["model", "ε", "seed"]).reset_index(drop=True)
+    return table.sort_values(["model", "made by", "ε", "seed"]).reset_index(drop=True)
 
 
 def axis_label(key: str) -> str:
