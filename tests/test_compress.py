@@ -201,3 +201,27 @@ def test_parse_method():
     for bad in ("prune:0", "prune:1", "prune:x", "fp32", ""):
         with pytest.raises(ConfigError):
             parse_method(bad)
+
+
+@pytest.mark.parametrize("method", ["int8", "fp16"])
+def test_explore_and_explain_pages_show_compressed_runs(compressed, monkeypatch, method):
+    from test_dashboard import no_exception, open_page
+
+    home, _, children = compressed
+    monkeypatch.setenv("GENLAB_HOME", str(home))
+    run_id = children["vae", method]
+    for page in ("explore", "explain"):
+        at = open_page(page, run=run_id)
+        no_exception(at)
+        assert not at.error and at.image, page  # samples, traversals, attribution maps
+
+
+def test_deleting_a_parent_keeps_its_compressed_child(compressed):
+    home, parents, _ = compressed
+    store = RunStore(home)
+    child = compress_run(store, parents["mixture"], "fp16")
+    store.delete(parents["mixture"])
+    assert lineage_of(store, child).parents == (parents["mixture"],)
+    assert _samples(_reload(home, child)).shape == (32, 1, 8, 8)  # its weights are its own
+    store.delete(child)
+    assert lineage_of(store, child) is None  # the link went with the run

@@ -172,3 +172,20 @@ def test_cli_fuse_json_and_the_runs_frame(runs, capsys):
     assert row["derived"] == "ensemble" and row["parent"] == f"{ids['dp_a']},{ids['dp_b']}"
     assert row["group"] != frame.loc[ids["dp_a"], "group"]  # never pooled with its parents
     assert frame.loc[ids["a"], "derived"] == "" and frame.loc[ids["a"], "parent"] == ""
+
+
+def test_pages_show_an_ensemble_and_a_fused_dp_run(runs, monkeypatch):
+    from test_dashboard import no_exception, open_page
+
+    home, store, ids = runs
+    monkeypatch.setenv("GENLAB_HOME", str(home))
+    ensemble = fuse_runs(store, [ids["a"], ids["b"]], "ensemble")
+    averaged = fuse_runs(store, [ids["dp_a"], ids["dp_b"]], "average")
+    for run_id, pages in ((ensemble, ("explore", "explain")), (averaged, ("privacy",))):
+        for page in pages:
+            at = open_page(page, run=run_id)
+            no_exception(at)
+            assert not at.error, (page, [e.value for e in at.error])
+            if page == "privacy":  # the composed ε, and how it was computed
+                assert any(c.value.startswith("Fused: ε = ") and "Theorem 3.16" in c.value
+                           for c in at.caption)
