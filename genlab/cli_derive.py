@@ -50,6 +50,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(f"{new_id}: {info.record['lineage']['spec']} of {info.record['lineage']['parents'][0]}; "
           f"test loss {s['test_loss']:.2f} (parent {s['parent_test_loss']:.2f}) nats/image; "
           f"ε {_epsilon(info)}")
+    details = info.record["lineage"]["details"]
+    if "quantized" in details:  # say what is int8 and what stayed float
+        q = details["quantized"]
+        floats = ", ".join(f"{kind} {n:,}" for kind, n in details["float32"].items())
+        print(f"  int8: {len(q['layers'])} Linear layers ({q['weights']:,} weights); "
+              f"float32: {floats or 'nothing'}")
+    elif "float16_layers" in details:
+        rounded = details["rounded_only"]
+        print(f"  float16: {len(details['float16_layers'])} layers"
+              + (f"; rounded to float16 only: {', '.join(rounded)}" if rounded else ""))
     print(f"  efficiency: {_size(info)}")
     return 0
 
