@@ -70,9 +70,16 @@ class Lineage:
 
 def _table(store: RunStore) -> None:
     # The link table is additive (the runs table's schema is unchanged), so it is created on
-    # first use in any store, old ones included. RunStore's per-thread connection is reused.
+    # first use in any store, old ones included; a store that has it is only read. RunStore's
+    # per-thread connection is reused.
+    if getattr(store, "_lineage_table", False):
+        return
     with store._connect() as conn:
-        conn.execute(_SCHEMA)
+        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                              "name = 'lineage'").fetchone()
+        if not exists:
+            conn.execute(_SCHEMA)
+    store._lineage_table = True
 
 
 def lineage_of(store: RunStore, run_id: str) -> Lineage | None:

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from torch import nn
 
 from genlab import jobs
-from genlab.checkpoint import WEIGHTS_FILE, load_run_model
+from genlab.checkpoint import WEIGHTS_FILE, load_run_model, read_metadata
 from genlab.cli import main
 from genlab.compress import PRUNABLE, compress_run, parse_method
 from genlab.config import make_run_config
@@ -113,8 +113,10 @@ def test_int8_weights_are_int8_on_reload(compressed, model):
     for name in int8:
         w = q.get_submodule(name).int8_weight()
         assert w.dtype == torch.qint8 and w.int_repr().dtype == torch.int8
-    with safe_open(str(RunStore(home).artifacts_dir(run_id) / WEIGHTS_FILE), "pt") as fh:
+    path = RunStore(home).artifacts_dir(run_id) / WEIGHTS_FILE
+    with safe_open(str(path), "pt") as fh:
         dtypes = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}
+    assert read_metadata(path) == {"genlab_method": "int8", "genlab_parent": parents[model]}
     assert {dtypes[f"{n}.weight_int8"] for n in int8} == {"I8"}
     floats = [k for k in dtypes if k.endswith(".weight")]  # convolutions and norms
     assert floats and all(dtypes[k] == "F32" for k in floats)  # not quantized: float32
