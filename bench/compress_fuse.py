@@ -15,6 +15,12 @@ Usage (heavy: tens of minutes on a 2-core CPU; run it under the shared lock)::
 
 Writes ``bench/results/compress_fuse.json`` (every record's headline figures, with the machine,
 torch version, date and load average) and prints the tables as Markdown.
+
+The record's sampling latency is timed during each run's own evaluation, minutes apart, so on a
+shared machine it follows the load of that moment. ``--latency`` (light: a few seconds of CPU)
+times every run of the home again, interleaved: ``ROUNDS`` rounds, each run once per round in
+turn (``SAMPLE_N`` images, median of the efficiency block's repeats), so all see the same load;
+it adds ``latency_interleaved`` (the median over rounds, per run) to the results file.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from pathlib import Path
 import torch
 
 from genlab import jobs
+from genlab.checkpoint import load_run_model
 from genlab.compress import compress_run
 from genlab.config import make_run_config
 from genlab.demo import device_name
+from genlab.efficiency import sampling_latency
 from genlab.evaluate import evaluate_run
 from genlab.fusion import fuse_runs
 from genlab.runs import RunStore
@@ -122,13 +130,40 @@ def markdown(rows: dict[str, dict], pairs: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines)
 
 
+ROUNDS = 5
+
+
+def interleaved_latency(store: RunStore, run_ids: list[str]) -> dict:
+    """Median sampling latency per run over ``ROUNDS`` interleaved rounds (module docstring)."""
+    models = {run_id: load_run_model(store, run_id)[0] for run_id in run_ids}
+    times: dict[str, list[float]] = {run_id: [] for run_id in run_ids}
+    before = load()
+    for _ in range(ROUNDS):
+        for run_id, model in models.items():
+            times[run_id].append(sampling_latency(model))
+    return {"rounds": ROUNDS, "load_before": before, "load_after": load(),
+            "date": dt.datetime.now().isoformat(timespec="seconds"),
+            "seconds": {run_id: sorted(t)[len(t) // 2] for run_id, t in times.items()},
+            "all": times}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True, help="the genlab home to work in")
+    parser.add_argument("--latency", action="store_true",
+                        help="only re-time every run's sampling, interleaved (light)")
     args = parser.parse_args(argv)
     home = Path(args.home)
     os.environ["GENLAB_HOME"] = str(home)
     store = RunStore(home)
+    if args.latency:
+        doc = json.loads(RESULTS.read_text())
+        doc["latency_interleaved"] = interleaved_latency(store, [r["run_id"] for r in doc["runs"]])
+        RESULTS.write_text(json.dumps(doc, indent=1, default=float))
+        for row in doc["runs"]:
+            ms = doc["latency_interleaved"]["seconds"][row["run_id"]] * 1000
+            print(f"{row['run_id']:<22} {row['made_by'] or 'trained':<10} {ms:8.1f} ms")
+        return 0
     steps_file = home / "compress_fuse_steps.json"
     steps = json.loads(steps_file.read_text()) if steps_file.exists() else {}
     log: dict = steps.setdefault("_log", {})
