@@ -112,9 +112,11 @@ def _delta(child: dict, parents: list[dict], key: str) -> str:
     return f"{child[key] - sum(values) / len(values):+.3g}"
 
 
-def markdown(rows: dict[str, dict], pairs: list[tuple[str, list[str]]]) -> str:
+def markdown(rows: dict[str, dict], pairs: list[tuple[str, list[str]]],
+             latency: dict[str, float] | None = None) -> str:
     """One line per run: a parent with its own figures, a derived run with the change in each
-    axis against its parent (a fused run: against its parents' mean)."""
+    axis against its parent (a fused run: against its parents' mean). ``latency`` (seconds per
+    run id) replaces the records' own timings, e.g. the interleaved ones."""
     head = ("| run | ε | size (bytes) | latency, 64 samples (ms) | params nonzero / total | fd | "
             "cas | interp. score | mia_auc | empirical ε | dcr_ratio |")
     lines = [head, "|" + "---|" * 11]
@@ -124,8 +126,9 @@ def markdown(rows: dict[str, dict], pairs: list[tuple[str, list[str]]]) -> str:
         values = ([_delta(c, [rows[p] for p in parents], k) for k in AXIS_KEYS] if parents
                   else [_fmt(c[k]) for k in AXIS_KEYS])
         eps = "∞" if c["epsilon"] is None else f"{c['epsilon']:.3g}"
+        seconds = (latency or {}).get(child, c["latency_s"])
         lines.append(f"| {name} | {eps} | {_fmt(c['size_bytes'])} | "
-                     f"{c['latency_s'] * 1000:.1f} | {_fmt(c['params_nonzero'])} / "
+                     f"{seconds * 1000:.1f} | {_fmt(c['params_nonzero'])} / "
                      f"{_fmt(c['params_total'])} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -152,10 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True, help="the genlab home to work in")
     parser.add_argument("--latency", action="store_true",
                         help="only re-time every run's sampling, interleaved (light)")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the table of the results file (interleaved latency "
+                        "where measured)")
     args = parser.parse_args(argv)
     home = Path(args.home)
     os.environ["GENLAB_HOME"] = str(home)
     store = RunStore(home)
+    if args.table:
+        doc = json.loads(RESULTS.read_text())
+        rows = {r["run_id"]: r for r in doc["runs"]}
+        latency = (doc.get("latency_interleaved") or {}).get("seconds")
+        print(markdown(rows, [(c, list(p)) for c, p in doc["pairs"]], latency))
+        return 0
     if args.latency:
         doc = json.loads(RESULTS.read_text())
         doc["latency_interleaved"] = interleaved_latency(store, [r["run_id"] for r in doc["runs"]])
