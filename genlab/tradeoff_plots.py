@@ -27,7 +27,7 @@ from genlab.tradeoffs import (
     DEFAULT_X,
     DEFAULT_Y,
     EPSILON,
-    THREE_AXES,
+    axes_title,
     count_column,
     format_epsilon,
     matrix_keys,
@@ -265,17 +265,7 @@ def _three_axes_rows(summary: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Dat
     return full, note
 
 
-def _axes_title(keys: Sequence[str]) -> str:
-    """"The three axes", or the axes the metrics belong to ("Performance, ... and efficiency")."""
-    if tuple(keys) == THREE_AXES:
-        return "The three axes"
-    axes = list(dict.fromkeys(metric(k).axis for k in keys))
-    text = axes[0] if len(axes) == 1 else ", ".join(axes[:-1]) + " and " + axes[-1]
-    return text[:1].upper() + text[1:]
-
-
-def scatter_matrix_figure(summary: pd.DataFrame,
-                          keys: Sequence[str] | None = None) -> go.Figure:
+def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] | None = None) -> go.Figure:
     """Every pair of ``keys`` (by default :func:`genlab.tradeoffs.matrix_keys`: one metric per
     axis, efficiency included when every group has it, plus ε), one colour per model.
 
@@ -293,7 +283,7 @@ def scatter_matrix_figure(summary: pd.DataFrame,
             marker=dict(color=colour, symbol=symbol, size=10, line=dict(color="white", width=1)),
             text=[hover_text(r, keys) for _, r in part.iterrows()],
             hovertemplate="%{text}<extra></extra>"))
-    title = (f"{_axes_title(keys)} pairwise<br><sup>{len(rows)} groups, means over seeds; ↑/↓: "
+    title = (f"{axes_title(keys)} pairwise<br><sup>{len(rows)} groups, means over seeds; ↑/↓: "
              f"higher/lower is better; ε on a log scale, no DP at the top/right{note}</sup>")
     _layout(fig, title, 720, legend=dict(title="model"), dragmode="select",
             hovermode="closest")
@@ -342,7 +332,7 @@ def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] | None = None) ->
         dimensions=dims, labelangle=0, labelside="top",
         line=dict(color=codes, colorscale=scale_colours, cmin=0, cmax=max(n - 1, 1),
                   showscale=False)))
-    title = (f"{_axes_title(keys)} in parallel<br><sup>one line per group ({len(rows)}), "
+    title = (f"{axes_title(keys)} in parallel<br><sup>one line per group ({len(rows)}), "
              f"means over seeds; every axis is turned so that up is better{note}</sup>")
     return _layout(fig, title, 520, margin=dict(l=80, r=80, t=130, b=40))
 

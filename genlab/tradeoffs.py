@@ -174,6 +174,16 @@ def matrix_keys(summary: pd.DataFrame) -> tuple[str, ...]:
     return (*THREE_AXES[:-1], EFFICIENCY, THREE_AXES[-1]) if has else THREE_AXES
 
 
+def axes_title(keys: Sequence[str]) -> str:
+    """A figure's title for metrics ``keys``: "The three axes" for :data:`THREE_AXES`, else the
+    axes they belong to ("Performance, interpretability, privacy and efficiency")."""
+    if tuple(keys) == THREE_AXES:
+        return "The three axes"
+    axes = list(dict.fromkeys(metric(k).axis for k in keys))
+    text = axes[0] if len(axes) == 1 else ", ".join(axes[:-1]) + " and " + axes[-1]
+    return text[:1].upper() + text[1:]
+
+
 def run_epsilon(info: RunInfo) -> float:
     """The accountant's ε of a run: ``inf`` without DP, NaN for a DP run whose ε is unknown."""
     if not info.config.get("privacy"):
