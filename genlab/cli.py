@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from genlab.cli_axes import cmd_audit, cmd_budget, cmd_explain
+from genlab.cli_derive import add_derive_parsers
 from genlab.cli_output import print_json, run_json
 from genlab.cli_report import add_report_parser
 from genlab.cli_resume import add_resume_parser
@@ -62,6 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.dataset,
         epochs=args.epochs,
         seed=args.seed,
+        data_seed=args.data_seed,
         device=args.device,
         overrides=parse_set_options(args.set),
         privacy=_privacy_settings(args),
@@ -172,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="passes over the train split (default: the model's own for the dataset)",
     )
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-seed", type=int, default=None,
+                   help="the split's seed, if not --seed: runs that differ only in --seed can "
+                   "then share their members (as genlab fuse needs)")
     t.add_argument("--device", default="auto", choices=DEVICES)
     t.add_argument(
         "--set",
@@ -290,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_runs)
 
     add_report_parser(sub)
+    add_derive_parsers(sub)
     return p
 
 

@@ -286,6 +286,7 @@ def make_run_config(
     *,
     epochs: int | None = None,
     seed: int = 0,
+    data_seed: int | None = None,
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
     privacy: dict[str, Any] | PrivacyConfig | None = None,
@@ -295,7 +296,8 @@ def make_run_config(
     ``overrides`` (from ``--set``) are routed to the model config first, then to the training
     config (``lr``, ``batch_size``) and the data config (``holdout_fraction``, ...); a key none
     of them has raises a ConfigError that lists every settable key. ``privacy`` (a
-    :class:`PrivacyConfig` or its fields as a dict) turns DP-SGD on.
+    :class:`PrivacyConfig` or its fields as a dict) turns DP-SGD on. ``data_seed`` fixes the
+    split apart from ``seed`` (by default the split follows ``seed``).
     """
     from genlab.models import model_config, model_entry
 
@@ -318,7 +320,8 @@ def make_run_config(
         groups[group][key] = value
     mcfg = model_config(model, groups["model"])
     data = config_from_dict(
-        DataConfig, {"name": dataset, "seed": seed, **groups["data"]}, what="data config"
+        DataConfig, {"name": dataset, "seed": seed if data_seed is None else data_seed,
+                      **groups["data"]}, what="data config"
     )
     private = privacy is not None
     if epochs is None:

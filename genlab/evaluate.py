@@ -2,8 +2,10 @@
 
 It fills ``performance``, ``interpretability`` (faithfulness, stability and MIG; see
 :mod:`genlab.interpret.scores`), ``privacy`` (the membership audit, beside the formal ε that
-training wrote) and ``cost``. Sample counts and seeds are fixed and written into the record, so
-evaluating the same run twice gives the same numbers.
+training wrote), ``cost`` and ``efficiency`` (weights on disk, sampling latency, nonzero
+parameters; see :mod:`genlab.efficiency`). Sample counts and seeds are fixed and written into
+the record, so evaluating the same run twice gives the same numbers (the sampling latency
+apart: it is a timing).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 import torch
 
-from genlab.checkpoint import load_run_model
+from genlab.checkpoint import WEIGHTS_FILE, load_run_model
+from genlab.efficiency import efficiency_block
 from genlab.errors import StoreError
+from genlab.precision import parameter_counts
 from genlab.runs import RunStore
 
 N_GENERATED = 1000  # generated samples compared against the real test split
@@ -40,7 +44,7 @@ def cost_block(model, summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "train_seconds": summary.get("train_seconds"),
         "samples_per_second": _samples_per_second(model),
-        "params": model.num_params(),
+        "params": parameter_counts(model)[0],  # int8 weights included
         "device": summary.get("device"),
     }
 
@@ -124,6 +128,8 @@ def evaluate_run(
     store.update_record(info.id, "performance", performance)
     store.update_record(info.id, "interpretability", interpretability_block(model, data, seed=seed))
     store.update_record(info.id, "cost", cost_block(model, info.summary))
+    weights = store.artifacts_dir(info.id) / WEIGHTS_FILE
+    store.update_record(info.id, "efficiency", efficiency_block(model, weights))
     if audit:
         audit_run(store, info.id, reference=reference)
     return store.get(info.id).record

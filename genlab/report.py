@@ -39,6 +39,7 @@ TABLE_COLUMNS = {  # runs table: column -> heading
     "performance.cas": "CAS", "performance.fd": "FD", "interpretability.score": "interp. score",
     "privacy.mia_auc": "attack AUC", "privacy.mia_tpr_at_1pct_fpr": "TPR@1%FPR",
     "privacy.epsilon_lower_bound": "empirical ε ≥", "cost.train_seconds": "train s",
+    "efficiency.size_bytes": "bytes", "derived": "made by", "parent": "from",
 }
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _STYLE = """

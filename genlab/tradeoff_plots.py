@@ -27,9 +27,10 @@ from genlab.tradeoffs import (
     DEFAULT_X,
     DEFAULT_Y,
     EPSILON,
-    THREE_AXES,
+    axes_title,
     count_column,
     format_epsilon,
+    matrix_keys,
     metric,
     pareto_of,
     sd_column,
@@ -184,24 +185,29 @@ def pareto_figure(summary: pd.DataFrame, *, x: str = DEFAULT_X, y: str = DEFAULT
     keys = (x, y, colour)
     values = shown[colour]
     cmin, cmax = (values.min(), values.max()) if values.notna().any() else (0.0, 1.0)
-    for model, (_, symbol) in styles.items():
-        rows = shown[shown["model"] == model]
-        for has_colour in (True, False):
-            part = rows[rows[colour].notna() == has_colour]
-            if not len(part):
-                continue
-            marker = dict(symbol=symbol, size=14, line=dict(color="#222", width=1))
-            if has_colour:
-                marker.update(color=_list(part[colour]), coloraxis="coloraxis")
-            else:
-                marker.update(color="#bbbbbb")
-            fig.add_trace(go.Scatter(
-                x=_positions(part, x, scale), y=_positions(part, y, scale), mode="markers",
-                name=model if has_colour else f"{model} (no {metric(colour).short})",
-                legendgroup=model, marker=marker, customdata=part["group"].tolist(),
-                text=[hover_text(r, keys) for _, r in part.iterrows()],
-                hovertemplate="%{text}<extra></extra>",
-                error_x=_error_bars(part, x), error_y=_error_bars(part, y)))
+    # compressed and fused groups (genlab compress / fuse) get their model's symbol with a dot
+    derived = shown["derived"] if "derived" in shown else pd.Series("", index=shown.index)
+    for model, (_, model_symbol) in styles.items():
+        for made_by in sorted(set(derived[shown["model"] == model])):
+            rows = shown[(shown["model"] == model) & (derived == made_by)]
+            name = f"{model} {made_by}" if made_by else model
+            symbol = f"{model_symbol}-dot" if made_by else model_symbol
+            for has_colour in (True, False):
+                part = rows[rows[colour].notna() == has_colour]
+                if not len(part):
+                    continue
+                marker = dict(symbol=symbol, size=14, line=dict(color="#222", width=1))
+                if has_colour:
+                    marker.update(color=_list(part[colour]), coloraxis="coloraxis")
+                else:
+                    marker.update(color="#bbbbbb")
+                fig.add_trace(go.Scatter(
+                    x=_positions(part, x, scale), y=_positions(part, y, scale), mode="markers",
+                    name=name if has_colour else f"{name} (no {metric(colour).short})",
+                    legendgroup=name, marker=marker, customdata=part["group"].tolist(),
+                    text=[hover_text(r, keys) for _, r in part.iterrows()],
+                    hovertemplate="%{text}<extra></extra>",
+                    error_x=_error_bars(part, x), error_y=_error_bars(part, y)))
     optimal = shown[pareto_of(shown, [x, y])] if len(shown) else shown
     if len(optimal):
         order = _front_order(optimal, x)
@@ -259,10 +265,12 @@ def _three_axes_rows(summary: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Dat
     return full, note
 
 
-def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXES) -> go.Figure:
-    """Every pair of ``keys`` (by default one metric per axis plus ε), one colour per model.
+def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] | None = None) -> go.Figure:
+    """Every pair of ``keys`` (by default :func:`genlab.tradeoffs.matrix_keys`: one metric per
+    axis, efficiency included when every group has it, plus ε), one colour per model.
 
     ε is drawn in log10 units, ∞ at its own labelled position past the largest finite ε."""
+    keys = matrix_keys(summary) if keys is None else tuple(keys)
     rows, note = _three_axes_rows(summary, keys)
     scale = EpsilonScale.of(summary[EPSILON])
     fig = go.Figure()
@@ -275,7 +283,7 @@ def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXE
             marker=dict(color=colour, symbol=symbol, size=10, line=dict(color="white", width=1)),
             text=[hover_text(r, keys) for _, r in part.iterrows()],
             hovertemplate="%{text}<extra></extra>"))
-    title = (f"The three axes pairwise<br><sup>{len(rows)} groups, means over seeds; ↑/↓: "
+    title = (f"{axes_title(keys)} pairwise<br><sup>{len(rows)} groups, means over seeds; ↑/↓: "
              f"higher/lower is better; ε on a log scale, no DP at the top/right{note}</sup>")
     _layout(fig, title, 720, legend=dict(title="model"), dragmode="select",
             hovermode="closest")
@@ -288,10 +296,12 @@ def scatter_matrix_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXE
     return fig
 
 
-def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXES) -> go.Figure:
-    """Parallel coordinates: one line per group through the model and ``keys``, coloured by
-    model. Each metric's axis is turned so that up is better (↑), ε in log10 units with ∞ at the
-    bottom. Plotly's parallel coordinates show no hover text: the runs table lists the ids."""
+def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] | None = None) -> go.Figure:
+    """Parallel coordinates: one line per group through the model and ``keys`` (by default
+    :func:`genlab.tradeoffs.matrix_keys`), coloured by model. Each metric's axis is turned so
+    that up is better (↑), ε in log10 units with ∞ at the bottom. Plotly's parallel coordinates
+    show no hover text: the runs table lists the ids."""
+    keys = matrix_keys(summary) if keys is None else tuple(keys)
     rows, note = _three_axes_rows(summary, keys)
     scale = EpsilonScale.of(summary[EPSILON])
     styles = model_styles(rows["model"])
@@ -322,8 +332,8 @@ def parallel_figure(summary: pd.DataFrame, keys: Sequence[str] = THREE_AXES) -> 
         dimensions=dims, labelangle=0, labelside="top",
         line=dict(color=codes, colorscale=scale_colours, cmin=0, cmax=max(n - 1, 1),
                   showscale=False)))
-    title = (f"The three axes in parallel<br><sup>one line per group ({len(rows)}), means over "
-             f"seeds; every axis is turned so that up is better{note}</sup>")
+    title = (f"{axes_title(keys)} in parallel<br><sup>one line per group ({len(rows)}), "
+             f"means over seeds; every axis is turned so that up is better{note}</sup>")
     return _layout(fig, title, 520, margin=dict(l=80, r=80, t=130, b=40))
 
 

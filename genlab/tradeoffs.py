@@ -4,9 +4,12 @@ Pure pandas and numpy; the figures live in :mod:`genlab.tradeoff_plots`, the pag
 dashboard. The pieces:
 
 - :data:`AXES`: the plottable metrics, each with a label (units included), the axis it belongs to
-  and whether higher or lower is better;
+  (performance, interpretability, privacy, cost, and efficiency: the fourth axis, on which
+  compressed runs differ) and whether higher or lower is better;
 - :func:`runs_frame`: one row per run; a metric a record lacks is NaN. ``epsilon`` is the
-  accountant's ε, ``inf`` for a run trained without DP (no guarantee), NaN where unknown;
+  accountant's ε, ``inf`` for a run trained without DP (no guarantee), NaN where unknown. A run
+  made from others (``genlab compress`` / ``fuse``) names its ``derived`` method and ``parent``
+  runs, and groups apart from its parents;
 - :func:`seed_summary`: one row per *group* of runs that differ only by their seeds, with the
   mean and standard deviation of every metric;
 - :func:`pareto_mask`: the non-dominated points of a set;
@@ -39,7 +42,7 @@ class Metric:
         key: ``<block>.<name>`` in the record, e.g. ``"performance.cas"``; also its column name.
         label: What an axis title says, units included.
         short: A few characters for legends, tables and hover text.
-        axis: ``performance``, ``interpretability``, ``privacy`` or ``cost``.
+        axis: ``performance``, ``interpretability``, ``privacy``, ``cost`` or ``efficiency``.
         direction: ``"higher"`` or ``"lower"``: which values are better.
     """
 
@@ -95,15 +98,21 @@ AXES: dict[str, Metric] = dict([
     _metric("cost.params", "params", "parameters (count)", "lower"),
     _metric("cost.samples_per_second", "sampling speed", "sampling speed (images per second)",
             "higher"),
+    # efficiency: what compression buys (genlab.efficiency)
+    _metric("efficiency.size_bytes", "size", "weights on disk (bytes)", "lower"),
+    _metric("efficiency.sample_seconds", "latency", "sampling latency (s per 64 images, median)",
+            "lower"),
+    _metric("efficiency.params_nonzero", "nonzero params", "nonzero parameters (count)", "lower"),
 ])
 EPSILON = "privacy.epsilon"
 DEFAULT_X, DEFAULT_Y = EPSILON, "performance.cas"
 DEFAULT_COLOUR = "interpretability.score"
 # One metric per axis, plus ε: the scatter matrix and the parallel coordinates.
 THREE_AXES = ("performance.cas", "interpretability.score", "privacy.mia_auc", EPSILON)
+EFFICIENCY = "efficiency.size_bytes"  # the fourth axis's default metric (deterministic)
 
 RUN_COLUMNS = ("id", "model", "dataset", "seed", "data_seed", "epsilon", "dp", "group",
-               "variant", "status", "created")
+               "variant", "derived", "parent", "status", "created")
 
 
 def metric(key: str) -> Metric:
@@ -148,6 +157,33 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def lineage_of_record(info: RunInfo) -> tuple[str, str]:
+    """``(derived, parent)`` of a run: its method as given (``prune:0.5``, ``average``) and its
+    parents' ids joined by commas; both empty for a trained run."""
+    block = info.record.get("lineage") or {}
+    if not isinstance(block, dict) or not block.get("spec"):
+        return "", ""
+    return str(block["spec"]), ",".join(map(str, block.get("parents") or []))
+
+
+def matrix_keys(summary: pd.DataFrame) -> tuple[str, ...]:
+    """The scatter matrix's and parallel coordinates' default metrics: :data:`THREE_AXES`, plus
+    :data:`EFFICIENCY` as a fourth axis when every group has it (runs evaluated before the
+    efficiency block existed lack it, and a figure drops the groups that lack a metric)."""
+    has = EFFICIENCY in summary and len(summary) and summary[EFFICIENCY].notna().all()
+    return (*THREE_AXES[:-1], EFFICIENCY, THREE_AXES[-1]) if has else THREE_AXES
+
+
+def axes_title(keys: Sequence[str]) -> str:
+    """A figure's title for metrics ``keys``: "The three axes" for :data:`THREE_AXES`, else the
+    axes they belong to ("Performance, interpretability, privacy and efficiency")."""
+    if tuple(keys) == THREE_AXES:
+        return "The three axes"
+    axes = list(dict.fromkeys(metric(k).axis for k in keys))
+    text = axes[0] if len(axes) == 1 else ", ".join(axes[:-1]) + " and " + axes[-1]
+    return text[:1].upper() + text[1:]
+
+
 def run_epsilon(info: RunInfo) -> float:
     """The accountant's ε of a run: ``inf`` without DP, NaN for a DP run whose ε is unknown."""
     if not info.config.get("privacy"):
@@ -164,18 +200,24 @@ def runs_frame(runs: Iterable[RunInfo]) -> pd.DataFrame:
 
     Columns: ``id``, ``model``, ``dataset``, ``seed`` (the training seed), ``data_seed``,
     ``epsilon`` (``inf`` without DP), ``dp``, ``group`` (:func:`group_key`), ``variant``
-    (:func:`variant_key`), ``status``, ``created`` (a Unix time), then the metric keys. A block or
-    key a record lacks is NaN; the ``privacy.epsilon`` column equals ``epsilon``.
+    (:func:`variant_key`), ``derived`` and ``parent`` (:func:`lineage_of_record`), ``status``,
+    ``created`` (a Unix time), then the metric keys. A block or key a record lacks is NaN; the
+    ``privacy.epsilon`` column equals ``epsilon``. A derived run's group and variant also hash its
+    method, so a compressed run is never averaged with its parent as if it were another seed.
     """
     rows = []
     for info in runs:
         config = info.config or {}
+        derived, parent = lineage_of_record(info)
+        group, variant = group_key(config), variant_key(config)
+        if derived:
+            group, variant = _hash([group, derived]), _hash([variant, derived])
         row = {
             "id": info.id, "model": info.model, "dataset": info.dataset,
             "seed": config.get("train", {}).get("seed"),
             "data_seed": config.get("data", {}).get("seed"),
             "epsilon": run_epsilon(info), "dp": bool(config.get("privacy")),
-            "group": group_key(config), "variant": variant_key(config),
+            "group": group, "variant": variant, "derived": derived, "parent": parent,
             "status": info.status, "created": float(info.created),
         }
         for key, m in AXES.items():
@@ -214,19 +256,21 @@ def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     sampling rate and the steps, not the seed), so its mean is the group's ε and ``inf`` stays
     ``inf``.
 
-    Columns: ``group``, ``model``, ``dataset``, ``variant``, ``epsilon``, ``dp``, ``n`` (runs),
-    ``seeds``, ``run_ids`` (lists), ``label`` (e.g. ``vae ε=4``, made unique with the group hash
-    where two groups would share it), then each metric's three columns. Groups are sorted by
+    Columns: ``group``, ``model``, ``dataset``, ``variant``, ``derived``, ``epsilon``, ``dp``,
+    ``n`` (runs), ``seeds``, ``run_ids`` (lists), ``label`` (e.g. ``vae ε=4``, or
+    ``vae ε=4 int8`` for a derived group; made unique with the group hash where two groups would
+    share it), then each metric's three columns. Groups are sorted by
     model, then ε.
     """
-    columns = ["group", "model", "dataset", "variant", "epsilon", "dp", "n", "seeds", "run_ids",
-               "label"]
+    columns = ["group", "model", "dataset", "variant", "derived", "epsilon", "dp", "n", "seeds",
+               "run_ids", "label"]
     columns += [c for key in AXES for c in (key, sd_column(key), count_column(key))]
     rows = []
     for group, runs in frame.groupby("group", sort=False):
         first = runs.iloc[0]
         row = {"group": group, "model": first["model"], "dataset": first["dataset"],
-               "variant": first["variant"], "dp": bool(first["dp"]), "n": len(runs),
+               "variant": first["variant"], "derived": first.get("derived", ""),
+               "dp": bool(first["dp"]), "n": len(runs),
                "seeds": runs["seed"].tolist(), "run_ids": runs["id"].tolist()}
         for key in AXES:
             values = runs[key].dropna()
@@ -239,6 +283,8 @@ def seed_summary(frame: pd.DataFrame) -> pd.DataFrame:
             row[sd_column(key)] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         row["epsilon"] = row[EPSILON]
         row["label"] = f"{row['model']} ε={format_epsilon(row['epsilon'])}"
+        if row["derived"]:
+            row["label"] += f" {row['derived']}"
         rows.append(row)
     summary = pd.DataFrame(rows, columns=columns)
     clash = summary["label"].duplicated(keep=False)

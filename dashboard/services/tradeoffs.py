@@ -28,13 +28,14 @@ from genlab.tradeoff_plots import (  # noqa: F401  (re-exported for the page)
     pareto_figure,
     scatter_matrix_figure,
 )
-from genlab.tradeoffs import (  # noqa: F401  (AXES, filter_frame: re-exported)
+from genlab.tradeoffs import (  # noqa: F401  (AXES, filter_frame, matrix_keys: re-exported)
     AXES,
     DEFAULT_X,
     DEFAULT_Y,
     epsilon_values,
     filter_frame,
     format_epsilon,
+    matrix_keys,
     runs_frame,
     seed_summary,
 )
@@ -43,12 +44,14 @@ from .core import get_store
 
 DEMO_ENV = "GENLAB_DEMO_RECORDS"
 DEMO_RECORDS = Path(__file__).resolve().parents[2] / "assets" / "demo" / "records.json"
-TABLE_COLUMNS = {"id": "run", "model": "model", "seed": "seed", "epsilon": "ε",
+TABLE_COLUMNS = {"id": "run", "model": "model", "derived": "made by", "parent": "from",
+                 "seed": "seed", "epsilon": "ε",
                  "performance.cas": "CAS", "performance.fd": "FD",
                  "interpretability.score": "interp. score", "privacy.mia_auc": "attack AUC",
                  "privacy.mia_tpr_at_1pct_fpr": "TPR@1%FPR",
                  "privacy.epsilon_lower_bound": "empirical ε ≥",
-                 "cost.train_seconds": "train s", "created": "created"}
+                 "cost.train_seconds": "train s", "efficiency.size_bytes": "bytes",
+                 "efficiency.sample_seconds": "latency s", "created": "created"}
 
 
 # Three significant figures everywhere; ε stays a number (∞ without DP) so the column sorts.
@@ -57,6 +60,11 @@ TABLE_FORMATS = {
        for key, name in TABLE_COLUMNS.items() if key in AXES},
     "ε": st.column_config.NumberColumn("ε", format="%.3g",
                                        help="The accountant's ε; Infinity: trained without DP"),
+    "bytes": st.column_config.NumberColumn("bytes", format="localized",
+                                           help=AXES["efficiency.size_bytes"].label),
+    "made by": st.column_config.TextColumn(
+        "made by", help="genlab compress or fuse: the method that made this run from others"),
+    "from": st.column_config.TextColumn("from", help="the run(s) this one was made from"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
 }
 
@@ -129,7 +137,7 @@ def tradeoff_table(frame: pd.DataFrame) -> pd.DataFrame:
     # records read from a file may carry no time (0): shown blank, not as 1970
     created = table["created"].where(table["created"] > 0)
     table["created"] = pd.to_datetime(created, unit="s").dt.floor("s")
-    return table.sort_values(["model", "ε", "seed"]).reset_index(drop=True)
+    return table.sort_values(["model", "made by", "ε", "seed"]).reset_index(drop=True)
 
 
 def axis_label(key: str) -> str:

@@ -106,6 +106,13 @@ def show_formal(runs: dict) -> None:
             col.caption("No DP: ε = ∞, no guarantee. Nothing limits what the model remembers.")
             continue
         col.metric(run_id, f"ε = {block['epsilon']:.3g}")
+        if "composition" in block:  # a fused run (genlab fuse): its parents' ε composed
+            composition = block["composition"]
+            col.caption(f"Fused: {composition['note']} ({composition['rule']}; "
+                        f"{composition['reference']}).")
+            continue
+        if block.get("post_processing"):  # a compressed run (genlab compress)
+            col.caption(f"Compressed: {block['post_processing']}.")
         fallback = " (PRV failed, so RDP answered)" if block.get("accountant_fallback") else ""
         col.caption(f"{block['accountant'].upper()} accountant{fallback}, δ = {block['delta']:g}, "
                     f"noise σ = {block['noise_multiplier']:.3g}, "
@@ -132,7 +139,8 @@ def show_planner(run_id: str, info) -> None:
     delta = block.get("delta") or services.DP_DEFAULTS["delta"]
     try:
         plan = services.plan(services.run_train_size(info), batch, epochs, delta, sigma=sigma,
-                             accountant=block.get("accountant") or "prv", compare=True)
+                             accountant=block.get("accountant") if block.get("accountant")
+                             in ("prv", "rdp") else "prv", compare=True)
     except GenlabError as err:
         st.error(str(err))
         return

@@ -1,8 +1,10 @@
 """Trade-offs: every evaluated run on the three axes, seeds summarised, the Pareto front.
 
-Filters (dataset, models, ε range, runs without DP, chosen runs) narrow a sortable runs table and
-the figures: the Pareto view with user-picked axes (ε against CAS by default), the scatter matrix
-and parallel coordinates over one metric per axis plus ε, and each axis against ε per model. The
+Filters (dataset, models, ε range, runs without DP, chosen runs) narrow a sortable runs table
+(compressed and fused runs name their method and parents) and the figures: the Pareto view with
+user-picked axes (ε against CAS by default), the scatter matrix and parallel coordinates over
+user-picked metrics (one per axis plus ε by default, efficiency as a fourth axis when every group
+has it), and each axis against ε per model. The
 filtered runs export as CSV, JSON or a self-contained HTML report. The whole view lives in the
 URL, so a copied link reproduces it; bad values in a link are named and fall back to defaults.
 With no evaluated runs the page shows the demo records, if present, under a banner.
@@ -119,13 +121,25 @@ def show_pareto(summary) -> None:
         st.caption(services.FD_NOTE)
 
 
+MATRIX_KEY = "tradeoffs_matrix_keys"  # the metrics of the scatter matrix and parallel coords
+
+
 def show_axes(summary) -> None:
-    st.header("The three axes together")
-    st.markdown("One metric per axis — CAS (performance), the interpretability score, the "
-                "membership attack's AUC (privacy) — and ε. ↑ marks metrics where higher is "
-                "better, ↓ where lower is.")
-    st.plotly_chart(services.scatter_matrix_figure(summary), key="tradeoffs_matrix", theme=None)
-    st.plotly_chart(services.parallel_figure(summary), key="tradeoffs_parallel",
+    st.header("The axes together")
+    st.markdown("By default one metric per axis — CAS (performance), the interpretability score, "
+                "the membership attack's AUC (privacy), the weights' size (efficiency) when every "
+                "group has it — and ε. ↑ marks metrics where higher is better, ↓ where lower is.")
+    default = list(services.matrix_keys(summary))
+    if not st.session_state.get(MATRIX_KEY):
+        st.session_state[MATRIX_KEY] = default
+    keys = st.multiselect("Metrics of the scatter matrix and the parallel coordinates",
+                          list(services.AXES), key=MATRIX_KEY, format_func=services.axis_label)
+    if len(keys) < 2:
+        st.warning("Pick at least two metrics; showing the default ones.")
+        keys = default
+    st.plotly_chart(services.scatter_matrix_figure(summary, keys), key="tradeoffs_matrix",
+                    theme=None)
+    st.plotly_chart(services.parallel_figure(summary, keys), key="tradeoffs_parallel",
                     theme=None)
     st.caption("Drag along an axis of the parallel coordinates to highlight the groups in a "
                "range. Plotly draws no hover text there: the runs table lists every run.")
