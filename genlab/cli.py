@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=parse_set_options(args.set),
         privacy=_privacy_settings(args),
+        fast_path=args.fast_path,
     )
     check_run(cfg)  # bad data or settings fail here, before a run is recorded
     store = RunStore()
@@ -183,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fill the record's performance and cost blocks after training (fd is measured in "
         "the reference classifier's features, not Inception)",
+    )
+    t.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="train with the plain loop: no fused optimizer, CUDA graph, thread fitting or "
+        "one-pass DP step (same settings and ε, slower)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
