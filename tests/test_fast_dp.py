@@ -14,7 +14,13 @@ from genlab.cli import main
 from genlab.config import PrivacyConfig, RunConfig, make_run_config
 from genlab.models import build
 from genlab.privacy.dp import PrivateTraining
-from genlab.privacy.fast_dp import PoissonSchedule, batch_capacity
+from genlab.privacy.fast_dp import (
+    GRAD_SAMPLERS,
+    GROUPED_MIN_POSITIONS,
+    PoissonSchedule,
+    _grad_sample,
+    batch_capacity,
+)
 from genlab.runs import RunStore
 from genlab.train import check_run, seed_everything, train_run
 
@@ -39,18 +45,18 @@ def _deterministic_latents(monkeypatch):
     monkeypatch.setattr(torch, "randn_like", lambda t, **kw: torch.zeros_like(t))
 
 
-def _pair(key: str, data, *, capacity="auto", privacy=PRIVACY):
+def _pair(key: str, data, *, capacity="auto", privacy=PRIVACY, shape=None, n=None):
     """The same initial model wrapped for Opacus's own step and for the fast step."""
     name, settings = SETTINGS[key]
     cfg = make_run_config(name, "digits", overrides=settings)
     seed_everything(0)
-    model = build(name, shape=data.shape, num_classes=data.num_classes, config=cfg.model_config)
+    model = build(name, shape=shape or data.shape, num_classes=10, config=cfg.model_config)
     out = []
     for fast in (False, True):
         m = copy.deepcopy(model)
         dp = PrivateTraining(
-            m, m.configure_optimizers(1e-3), n_train=len(data.train), batch_size=64, epochs=1,
-            config=privacy, seed=0, fast=fast, capacity=capacity,
+            m, m.configure_optimizers(1e-3), n_train=n or len(data.train), batch_size=64,
+            epochs=1, config=privacy, seed=0, fast=fast, capacity=capacity,
         )  # fmt: skip
         out.append((m, dp))
     return out
@@ -102,6 +108,39 @@ def test_one_fast_step_matches_opacus_dp_optimizer(key, digits):
     for p, q in zip(ref_model.parameters(), fast_model.parameters()):
         assert float((p - q).detach().abs().max()) < 1e-5
     assert ref.steps == fast.steps == 1
+
+
+def test_one_fast_step_matches_opacus_on_28_pixel_images(digits):
+    """At 28x28 the VAE's larger convolutions take the grouped per-sample rule."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(300, 1, 28, 28, generator=gen), torch.randint(0, 10, (300,), generator=gen)
+    (ref_model, ref), (_, fast) = _pair("vae-conv", digits, capacity=None, shape=(1, 28, 28),
+                                        n=300)  # fmt: skip
+    mask = _mask(300, N_BATCH)
+    expected = _opacus_step(ref_model, ref, x, y, mask)
+    got, _ = _fast_step(fast, x, y, mask, None)
+    assert _max_diff(expected, got) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "layer", [
+        torch.nn.Conv2d(8, 4, 3, padding=1),
+        torch.nn.Conv2d(4, 6, 4, stride=2, padding=1),
+        torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4),
+        torch.nn.Conv2d(3, 5, (2, 3), padding=(0, 1), bias=False),
+    ],
+)
+def test_grouped_conv_per_sample_gradients_equal_opacus(layer):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(5, layer.in_channels, 24, 24, generator=gen)
+    g = torch.randn(layer(a).shape, generator=gen)  # (randn_like is patched to zeros here)
+    assert g.shape[2] * g.shape[3] >= GROUPED_MIN_POSITIONS  # the grouped rule is the one used
+    ours, opacus = _grad_sample(layer, a, g), GRAD_SAMPLERS[torch.nn.Conv2d](layer, [a], g)
+    assert ours.keys() == opacus.keys()
+    for p in ours:
+        assert ours[p].shape == opacus[p].shape == (5, *p.shape)
+        assert float(opacus[p].abs().max()) > 1
+        assert torch.allclose(ours[p], opacus[p], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("capacity", [64, 16])  # padded (64 > 37) and overflowing (3 chunks)

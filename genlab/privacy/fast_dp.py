@@ -9,7 +9,10 @@ Large Model at Small Cost*, ICML):
 
 - one backward pass gives each layer's output gradient; no parameter gradient is formed there;
 - per-sample norms come from Opacus's own samplers: its ghost-norm sampler for ``nn.Linear``
-  (``||g_i a_i^T|| = ||g_i|| ||a_i||``, Goodfellow 2015), its grad samplers for every other layer;
+  (``||g_i a_i^T|| = ||g_i|| ||a_i||``, Goodfellow 2015), its grad samplers for every other layer
+  but the larger ``nn.Conv2d`` layers, whose per-sample weight gradients come from one grouped
+  convolution backward (2-6 times faster than Opacus's unfold-based sampler there, see
+  ``GROUPED_MIN_POSITIONS``);
 - each clip factor is Opacus's, ``min(1, C / (||g_i|| + 1e-6))``; the clipped sum of a linear
   layer is one matrix product of the rescaled output gradients with the inputs, of any other
   layer Opacus's ``einsum`` over its per-sample gradients;
@@ -117,6 +120,44 @@ class PoissonSchedule:
         return out
 
 
+# Below this many output positions Opacus's unfold + bmm beats one grouped convolution backward.
+# Measured on this project's CPU, batch 256, one thread (seconds, Opacus / grouped): 32->16 3x3 at
+# 28x28 0.27 / 0.064; 64->32 3x3 at 14x14 0.18 / 0.077; 16->32 4x4 stride 2 to 14x14 0.12 / 0.020;
+# 32->64 4x4 stride 2 to 7x7 0.066 / 0.099.
+GROUPED_MIN_POSITIONS = 100
+
+
+def _conv2d_grad_sample(layer: nn.Conv2d, a: Tensor, g: Tensor) -> dict[nn.Parameter, Tensor]:
+    """Per-sample gradients of a Conv2d as one convolution backward with a group per sample
+    (the rule functorch's vmap uses, without its extra forward): stacking the batch into the
+    channels makes sample i's weight gradient the weight gradient of group i."""
+    b, (co, cig, kh, kw) = len(a), layer.weight.shape
+    out = {}
+    if layer.weight.requires_grad:
+        weight = layer.weight.detach().expand(b, co, cig, kh, kw).reshape(b * co, cig, kh, kw)
+        grad_w = torch.ops.aten.convolution_backward(
+            g.reshape(1, b * co, *g.shape[2:]), a.reshape(1, b * a.shape[1], *a.shape[2:]),
+            weight, None, list(layer.stride), list(layer.padding), list(layer.dilation), False,
+            [0, 0], layer.groups * b, [False, True, False],
+        )[1]  # fmt: skip
+        out[layer.weight] = grad_w.view(b, co, cig, kh, kw)
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = g.sum(dim=(2, 3))
+    return out
+
+
+def _grad_sample(layer: nn.Module, a: Tensor, g: Tensor) -> dict[nn.Parameter, Tensor]:
+    if (
+        type(layer) is nn.Conv2d
+        and layer.padding_mode == "zeros"
+        and isinstance(layer.padding, tuple)
+        and len(a)
+        and g.shape[2] * g.shape[3] >= GROUPED_MIN_POSITIONS
+    ):
+        return _conv2d_grad_sample(layer, a, g)
+    return GRAD_SAMPLERS[type(layer)](layer, [a], g)  # Opacus's own rule
+
+
 class Unsupported(ValueError):
     """The model has a parameter no Opacus sampler covers; the Opacus hooks path is used."""
 
@@ -172,7 +213,7 @@ class BookKeepingClipper:
             else:  # Opacus's per-sample gradients, summed over the calls of a shared layer
                 per_sample: dict[nn.Parameter, Tensor] = {}
                 for a, g in calls:
-                    for p, gs in GRAD_SAMPLERS[type(m)](m, [a], g).items():
+                    for p, gs in _grad_sample(m, a, g).items():
                         per_sample[p] = per_sample[p] + gs if p in per_sample else gs
                 for gs in per_sample.values():
                     sq_norms += gs.reshape(len(gs), -1).norm(2, dim=-1).pow(2)
