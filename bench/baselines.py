@@ -116,6 +116,7 @@ def opacus_make_private(
     from opacus import PrivacyEngine
 
     warnings.filterwarnings("ignore", message="Secure RNG turned off")
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
     torch.manual_seed(seed)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
