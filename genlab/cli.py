@@ -300,8 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genlab.fastpath import fit_cpu_threads
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    fit_cpu_threads()  # the free cores only: two threads on a busy 2-core CPU wait on each other
     try:
         return args.func(args)
     except GenlabError as err:

@@ -4,7 +4,8 @@ it off). What it changes, and where each change engages:
 - **Fused optimizers** (every device torch supports them on): Adam and AdamW are rebuilt with
   ``fused=True``, one kernel for all parameters instead of a loop over them; on cuda also
   ``capturable=True``, so a CUDA graph can hold the update.
-- **CPU threads**: training uses the cores the machine has free (:func:`training_threads`).
+- **CPU threads**: training uses the cores the machine has free (:func:`training_threads`);
+  the ``genlab`` command and the workers set the whole process so (:func:`fit_cpu_threads`).
 - **A CUDA graph per step** (cuda only, models trained by the generic ``train_step``): after
   three eager warm-up steps, the whole step (forward, backward, optimizer) at the full batch size
   is captured once and replayed; a smaller last batch runs eagerly. The data already stays on the
@@ -54,6 +55,15 @@ def training_threads(*, cores: int | None = None, load: float | None = None) -> 
     if load is None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, round(cores - load)))
+
+
+def fit_cpu_threads() -> int:
+    """Set this process's torch CPU threads to :func:`training_threads`; the ``genlab`` command
+    and the background workers call it once at start, so evaluation, audits and reference models
+    (not only the Trainer) avoid waiting on cores other processes hold. Returns the count."""
+    n = training_threads()
+    torch.set_num_threads(n)
+    return n
 
 
 def fuse_optimizers(optimizers: list[torch.optim.Optimizer], device: torch.device) -> list:
