@@ -300,11 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genlab.fastpath import fit_cpu_threads
+    from genlab.fastpath import training_threads
+    from genlab.threads import cpu_threads
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    fit_cpu_threads()  # the free cores only: two threads on a busy 2-core CPU wait on each other
+    # the free cores only: two threads on a busy 2-core CPU wait on each other
+    with cpu_threads(training_threads()):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except GenlabError as err:

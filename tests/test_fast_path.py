@@ -66,3 +66,20 @@ def test_cuda_graph_training_matches_eager_quality():
     assert isinstance(kept.step_fn, CudaGraphStep)
     assert kept.step_fn.graph is not None and kept.step_fn.failed is None
     assert abs(losses[True] - losses[False]) < 1.0
+
+
+def test_the_command_runs_on_the_free_cores_and_restores_the_count(monkeypatch, capsys):
+    from genlab.cli import main
+
+    seen = []
+    monkeypatch.setattr("genlab.cli.cmd_budget",
+                        lambda args: seen.append(torch.get_num_threads()) or 0)
+    monkeypatch.setenv("GENLAB_TRAIN_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        args = ["budget", "--n", "3000", "--batch-size", "256", "--epochs", "1", "--sigma", "1"]
+        assert main(args) == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
