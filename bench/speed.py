@@ -43,6 +43,7 @@ from probes import classroom_path, compile_probe, thread_probe  # noqa: E402
 
 from genlab.config import make_run_config  # noqa: E402
 from genlab.data import load_dataset  # noqa: E402
+from genlab.fastpath import training_threads  # noqa: E402
 from genlab.models import build  # noqa: E402
 from genlab.train import Callback, resolve_device, train_run  # noqa: E402
 
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     mlp_epochs, conv_epochs = (1, 1) if args.quick else (args.mlp_epochs, args.conv_epochs)
     device = resolve_device(args.device)
     load_before = os.getloadavg()
+    # Every row runs on the thread count genlab's fast path picks now, so the ratios compare
+    # loops and algorithms; one extra recipe row keeps torch's default (what a copy gets).
+    default_threads = torch.get_num_threads()
+    threads = training_threads()
+    torch.set_num_threads(threads)
     data = load_dataset("mnist5k")
     x, y, xt, yt = data.train.x, data.train.y, data.test.x, data.test.y
     rows: dict[str, dict] = {}
@@ -137,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rows["recipe_mlp"] = summarise(recipe_vae(x, y, xt, yt, epochs=mlp_epochs, device=device))
     log("recipe_mlp")
+    if device.type == "cpu" and default_threads != threads:
+        torch.set_num_threads(default_threads)
+        rows["recipe_mlp_default_threads"] = {
+            **summarise(recipe_vae(x, y, xt, yt, epochs=min(3, mlp_epochs), device=device)),
+            "threads": default_threads,
+        }
+        torch.set_num_threads(threads)
+        log("recipe_mlp_default_threads")
     rows["genlab_mlp"], _ = genlab_row(MLP, epochs=mlp_epochs, device=args.device)
     log("genlab_mlp")
     rows["genlab_mlp_plain"], _ = genlab_row(MLP, epochs=mlp_epochs, device=args.device,
@@ -206,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(),
         "torch": torch.__version__, "cpu_count": os.cpu_count(),
-        "torch_threads_at_start": torch.get_num_threads(),
+        "torch_default_threads": default_threads, "bench_threads": threads,
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
