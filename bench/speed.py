@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios = {
         "recipe_over_genlab_mlp": ratio(rows, "recipe_mlp", "genlab_mlp"),
-        "genlab_dp_over_genlab_nodp_conv": 1 / ratio(rows, "genlab_conv_dp", "genlab_conv"),
+        "genlab_dp_over_genlab_nodp_conv": ratio(rows, "genlab_conv_dp", "genlab_conv"),
         "opacus_over_genlab_dp_conv": ratio(rows, "opacus_conv_dp", "genlab_conv_dp"),
         "genlab_plain_dp_over_fast_dp_conv": ratio(rows, "genlab_conv_dp_plain",
                                                    "genlab_conv_dp"),
