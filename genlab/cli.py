@@ -67,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         overrides=parse_set_options(args.set),
         privacy=_privacy_settings(args),
+        fast_path=args.fast_path,
     )
     check_run(cfg)  # bad data or settings fail here, before a run is recorded
     store = RunStore()
@@ -190,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill the record's performance and cost blocks after training (fd is measured in "
         "the reference classifier's features, not Inception)",
     )
+    t.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="train with the plain loop: no fused optimizer, CUDA graph, thread fitting or "
+        "one-pass DP step (same settings and ε, slower)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     dp = t.add_argument_group(
@@ -300,8 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genlab.fastpath import training_threads
+    from genlab.threads import cpu_threads
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the free cores only: two threads on a busy 2-core CPU wait on each other
+    with cpu_threads(training_threads()):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except GenlabError as err:

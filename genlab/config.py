@@ -151,6 +151,8 @@ class TrainConfig:
         lr: Adam learning rate.
         seed: seeds initialisation, shuffling and sampling, so a run is reproducible.
         device: ``auto`` picks cuda, then mps, then cpu.
+        fast_path: fused optimizers, threads fitted to the free cores, CUDA graphs and the
+            one-pass DP step (see ``genlab.fastpath``); ``False`` is the plain loop.
     """
 
     epochs: int | None = None
@@ -158,6 +160,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    fast_path: bool = True
 
     def __post_init__(self):
         if self.epochs is not None and self.epochs < 1:
@@ -242,6 +245,8 @@ class RunConfig:
             "data": to_dict(self.data),
             "train": to_dict(self.train),
         }
+        if self.train.fast_path:  # absent when on (the default), so older configs keep their hash
+            del out["train"]["fast_path"]
         if self.privacy is not None:  # absent, not null, so non-DP configs keep their hash
             out["privacy"] = to_dict(self.privacy)
         return out
@@ -290,6 +295,7 @@ def make_run_config(
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
     privacy: dict[str, Any] | PrivacyConfig | None = None,
+    fast_path: bool = True,
 ) -> RunConfig:
     """Assemble a validated :class:`RunConfig` from CLI-style settings.
 
@@ -297,7 +303,8 @@ def make_run_config(
     config (``lr``, ``batch_size``) and the data config (``holdout_fraction``, ...); a key none
     of them has raises a ConfigError that lists every settable key. ``privacy`` (a
     :class:`PrivacyConfig` or its fields as a dict) turns DP-SGD on. ``data_seed`` fixes the
-    split apart from ``seed`` (by default the split follows ``seed``).
+    split apart from ``seed`` (by default the split follows ``seed``); ``fast_path=False``
+    trains with the plain loop (``--no-fast-path``).
     """
     from genlab.models import model_config, model_entry
 
@@ -332,6 +339,7 @@ def make_run_config(
             "epochs": epochs,
             "seed": seed,
             "device": device,
+            "fast_path": fast_path,
             **cls.default_train_settings(dataset, private=private),
             **groups["train"],
         },

@@ -30,6 +30,7 @@ import torch
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
+from genlab.fastpath import fit_cpu_threads
 from genlab.procs import (
     EVALUATE_ERROR,
     EVALUATE_PID,
@@ -318,6 +319,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--evaluate-only", action="store_true")
     args = parser.parse_args(argv)
+    fit_cpu_threads()  # the cores other processes leave free (see genlab.fastpath)
     store = RunStore(recover=False)
     if args.audit:
         return audit_main(store, args.run_id, reference=not args.no_reference)

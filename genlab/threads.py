@@ -16,6 +16,17 @@ import torch
 
 
 @contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` CPU threads inside the block, restoring the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def one_cpu_thread(device: torch.device | str = "cpu") -> Iterator[None]:
     """Run torch on one CPU thread inside the block (nothing changes on a GPU device).
 

@@ -4,6 +4,8 @@ The loop has no I/O of its own. Progress bars, writing to the run store, checkpo
 cancel check are callbacks (``on_train_start``, ``on_step_end``, ``on_epoch_end``,
 ``on_train_end``), in the manner of minGPT's generic trainer. The data stays on the device as one
 tensor and is sliced into batches, which on small images is much faster than a DataLoader.
+``TrainConfig.fast_path`` (the default) adds fused optimizers, CPU threads fitted to the free
+cores, CUDA graphs and the fast DP step; see :mod:`genlab.fastpath`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from torch import Tensor
 from genlab.config import PrivacyConfig, RunConfig, TrainConfig
 from genlab.data import DataSplits, Split, load_dataset
 from genlab.errors import ConfigError
+from genlab.fastpath import fuse_optimizers, step_function, training_threads
 from genlab.models import GenerativeModel, build
+from genlab.threads import cpu_threads
 
 if TYPE_CHECKING:
     from genlab.train_state import TrainState
@@ -121,6 +125,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.callbacks = list(callbacks)
         self.optimizers = model.configure_optimizers(config.lr)
+        if config.fast_path:
+            self.optimizers = fuse_optimizers(self.optimizers, self.device)
         self.shuffle: torch.Generator | None = None  # the batch order's generator, set in fit()
         self.epoch = 0
         self.step = 0
@@ -151,20 +157,26 @@ class Trainer:
         """Mean per-sample :meth:`eval_loss` over a split, with fixed noise."""
         was_training = self.model.training
         self.model.eval()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(EVAL_SEED)
             for i in range(0, len(x), batch_size):
                 xb = x[i : i + batch_size].to(self.device)
                 yb = y[i : i + batch_size].to(self.device)
-                total += float(self.model.eval_loss(xb, yb).sum())
+                total += self.model.eval_loss(xb, yb).sum()  # summed on the device: one sync
         self.model.train(was_training)
-        return total / max(len(x), 1)
+        return float(total) / max(len(x), 1)
 
     # ---------------------------------------------------------------- loop
     def fit(self, data: DataSplits, *, resume: TrainState | None = None) -> TrainResult:
         """Train for the configured epochs; with ``resume`` (a checkpoint of the same run, see
         :mod:`genlab.train_state`), continue after its epoch as if training had never stopped."""
+        if self.device.type == "cpu" and self.config.fast_path:
+            with cpu_threads(training_threads()):
+                return self._fit(data, resume)
+        return self._fit(data, resume)
+
+    def _fit(self, data: DataSplits, resume: TrainState | None) -> TrainResult:
         cfg = self.config
         x, y = self._to_device(data.train)
         xt, yt = self._to_device(data.test)
@@ -182,12 +194,17 @@ class Trainer:
                 epochs=cfg.epochs,
                 config=self.privacy,
                 seed=cfg.seed,
+                fast=cfg.fast_path,
             )
             self.total_steps = self.dp.steps_per_epoch * cfg.epochs
-        if resume is not None:
+        if resume is not None:  # before any step is built: a CUDA graph captures the state
             from genlab.train_state import restore
 
             restore(self, resume)
+        self.step_fn = step_fn = step_function(
+            self.model, self.optimizers, batch_size=cfg.batch_size, device=self.device,
+            fast=cfg.fast_path,
+        )  # fmt: skip
         last = self.history[-1] if self.history else {}
         start = time.perf_counter() - last.get("seconds", 0.0)  # a resumed run's clock goes on
         for cb in self.callbacks:
@@ -199,14 +216,14 @@ class Trainer:
             self.epoch = epoch
             sums: dict[str, Tensor] = {}
             n_batches = 0
-            batches = self.dp.batches(x, y) if self.dp else self.batches(x, y, shuffle)
-            for xb, yb in batches:
-                if len(xb) == 0:  # an empty Poisson batch: a noise-only step, no metrics
-                    self.dp.empty_step()
-                    self.step += 1
-                    continue
-                metrics = self.model.train_step(xb, yb, self.optimizers)
+            if self.dp:
+                steps = self.dp.epoch_steps(x, y)
+            else:
+                steps = (step_fn(xb, yb) for xb, yb in self.batches(x, y, shuffle))
+            for metrics in steps:
                 self.step += 1
+                if metrics is None:  # an empty Poisson batch took a noise-only step: no metrics
+                    continue
                 n_batches += 1
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v

@@ -4,7 +4,8 @@
 continues from it. A checkpoint holds the weights, every optimizer's state, the RNG states (Python,
 NumPy, torch's CPU and CUDA generators, the Trainer's shuffle generator), the epoch, step and
 history, the model's training counters and, for a DP run, the Opacus accountant's history and the
-noise generator's state (the Poisson sampler draws from torch's global generator, saved above). A
+noise generator's state (Opacus's Poisson sampler draws from torch's global generator, saved
+above; the fast DP step's sampler has its own generator, saved too). A
 resumed run therefore takes the very steps the uninterrupted one would, and its accountant counts
 every step once: the final ε is the uninterrupted run's.
 
@@ -99,6 +100,8 @@ def capture(trainer: Trainer, *, config_hash: str | None = None) -> TrainState:
         }
         if dp.optimizer.generator is not None:
             tensors["rng.dp_noise"] = dp.optimizer.generator.get_state()
+        if getattr(dp, "schedule", None) is not None:  # the fast step's Poisson sampler
+            tensors["rng.dp_sampler"] = dp.schedule.generator.get_state()
     return TrainState(tensors, meta)
 
 
@@ -141,6 +144,11 @@ def restore(trainer: Trainer, state: TrainState) -> None:
         dp.fallback_reason = dp_meta["fallback_reason"]
         if "rng.dp_noise" in tensors:
             dp.optimizer.generator.set_state(tensors["rng.dp_noise"])
+        if (getattr(dp, "schedule", None) is None) != ("rng.dp_sampler" not in tensors):
+            raise DataError("the checkpoint does not fit this run: it was taken with the other DP "
+                            "step (fast path on in one, off in the other)")
+        if "rng.dp_sampler" in tensors:
+            dp.schedule.generator.set_state(tensors["rng.dp_sampler"])
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())

@@ -7,6 +7,11 @@ non-wrapping mode: the hooks attach to the model's own layers, so the model keep
 saves as a plain ``state_dict``. Batches come from Opacus's Poisson data loader, as indices into
 the train tensor that stays on the device.
 
+With ``fast=True`` (the Trainer's fast path) a model trained by the generic ``train_step`` takes
+:mod:`genlab.privacy.fast_dp`'s step instead: Poisson batches drawn on the device, per-sample
+clipping in one backward pass, and Opacus's own noise, normalisation and accountant. The DP
+settings (σ, q, the expected batch size, the steps) are the same either way, so is ε.
+
 What is private: only the modules that see real data. For the VAE, CVAE, PixelCNN and mixture
 that is the whole model. For the GAN it is the discriminator; see :mod:`genlab.models.gan` for
 why the generator is post-processing.
@@ -27,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from genlab.config import PrivacyConfig
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
+from genlab.privacy import fast_dp
 from genlab.privacy.accounting import compute_epsilon, sample_rate, steps_per_epoch
 from genlab.privacy.readiness import validate_private_modules
 
@@ -65,6 +71,10 @@ class PrivateTraining:
         epochs: the planned epochs (a target ε is spread over all of them).
         config: the privacy settings.
         seed: seeds the noise, so a DP run is as reproducible as any other.
+        fast: use :mod:`genlab.privacy.fast_dp`'s step where the model allows it (the generic
+            ``train_step`` and an Opacus sampler for every layer); see :attr:`dp_step`.
+        capacity: rows per padded chunk in the fast step; ``"auto"`` pads on a GPU only
+            (:func:`fast_dp.default_capacity`), ``None`` never pads.
     """
 
     def __init__(
@@ -77,6 +87,8 @@ class PrivateTraining:
         epochs: int,
         config: PrivacyConfig,
         seed: int,
+        fast: bool = False,
+        capacity: int | str | None = "auto",
     ):
         check_model_ready(model)
         self.config = config
@@ -105,8 +117,32 @@ class PrivateTraining:
                 noise_multiplier=config.noise_multiplier, **kwargs
             )
         optimizers[0] = optimizer
+        self.optimizers = optimizers
         self.optimizer = optimizer
         self.noise_multiplier = float(optimizer.noise_multiplier)
+        self.clipper = self._fast_clipper(model) if fast else None
+        self.dp_step = "book-keeping" if self.clipper else "opacus-hooks"
+        if self.clipper is not None:
+            self.hooks.remove_hooks()  # Opacus's per-sample hooks would only duplicate the work
+            if capacity == "auto":
+                capacity = fast_dp.default_capacity(device, n_train, self.sample_rate)
+            self.capacity = capacity
+            self.schedule = fast_dp.PoissonSchedule(
+                n_train, self.sample_rate, self.steps_per_epoch, capacity=capacity,
+                device=device, seed=seed + 2,
+            )  # fmt: skip
+
+    @staticmethod
+    def _fast_clipper(model: GenerativeModel) -> fast_dp.BookKeepingClipper | None:
+        """The one-pass clipper, or ``None`` where the model needs Opacus's own hooks path (a
+        family with its own ``train_step``, like the GAN's alternating one, or a parameter that
+        no Opacus grad sampler covers)."""
+        if type(model).train_step is not GenerativeModel.train_step:
+            return None
+        try:
+            return fast_dp.BookKeepingClipper(model.private_modules())
+        except fast_dp.Unsupported:
+            return None
 
     def _with_epsilon(self, kwargs: dict[str, Any], epochs: int):
         """``make_private_with_epsilon``; if PRV cannot calibrate σ, RDP does, and we say so."""
@@ -125,6 +161,46 @@ class PrivateTraining:
             )
 
     # ---------------------------------------------------------------- the loop's side
+    def epoch_steps(self, x: Tensor, y: Tensor) -> Iterator[dict[str, Tensor] | None]:
+        """Take one epoch of DP steps; yields each step's metrics (``None`` for an empty batch,
+        which still takes a noise-only step)."""
+        if self.clipper is not None:
+            for chunks in self.schedule.epoch():
+                yield self.fast_step(x, y, chunks)
+            return
+        for xb, yb in self.batches(x, y):
+            if len(xb) == 0:
+                self.empty_step()
+                yield None
+            else:
+                yield self.model.train_step(xb, yb, self.optimizers)
+
+    def fast_step(self, x: Tensor, y: Tensor, chunks: list[fast_dp.Chunk]) -> dict | None:
+        """One DP step on a Poisson batch given as chunks of the train split (the fast path).
+
+        Each chunk's loss is weighted (padding rows by 0, so their gradient is exactly zero),
+        its per-sample gradients are clipped, the clipped sums of all chunks are added and then
+        noised once, as one Opacus step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict = {}
+        loss_sum, count = None, 0
+        for chunk in chunks:
+            if len(chunk.index) == 0:  # an empty, unpadded batch: nothing to clip
+                continue
+            self.clipper.active = True
+            try:
+                losses = self.model.private_loss(x[chunk.index], y[chunk.index])
+            finally:
+                self.clipper.active = False
+            weighted = losses * chunk.weight
+            for p, s in self.clipper.clipped_sum(weighted.sum(), self.config.max_grad_norm).items():
+                sums[p] = sums[p] + s if p in sums else s
+            part = weighted.detach().sum()
+            loss_sum = part if loss_sum is None else loss_sum + part
+            count += chunk.count
+        fast_dp.noisy_step(self.optimizer, self.engine.accountant, self.sample_rate, sums)
+        return {"loss": loss_sum / count} if count else None
+
     def batches(self, x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of Poisson batches: each image joins each batch with probability q, so
         batch sizes vary and a batch can be empty."""
@@ -180,10 +256,13 @@ class PrivateTraining:
             "accountant": "rdp" if self.fallback_reason else self.accountant,
             "accountant_fallback": self.fallback_reason,
             "grad_sample_mode": GRAD_SAMPLE_MODE,
+            "dp_step": self.dp_step,
         }
 
     def close(self) -> None:
         """Take Opacus's hooks off the model, leaving a plain model with no per-sample state."""
+        if self.clipper is not None:
+            self.clipper.close()
         self.hooks.cleanup()
         for p in self.model.private_modules().parameters():
             for attr in ("grad_sample", "summed_grad"):
