@@ -4,7 +4,8 @@ Training never runs inside a Streamlit script run. The dashboard calls :func:`su
 records a queued run and starts ``python -m genlab.jobs RUN`` as its own process session, so the
 job survives a closed tab or a restarted server. Workers write their progress to the store; pages
 poll it. One device runs one job at a time by default (``GENLAB_JOBS_PER_DEVICE`` raises that):
-a worker waits for a file lock on its device, and the run stays ``queued`` meanwhile.
+a worker waits for its turn in the device queue, round robin between owners
+(:mod:`genlab.fairqueue`), and the run stays ``queued`` meanwhile.
 
 A worker started with ``evaluate=True`` (``--evaluate``) also fills the run's whole three-axis
 record after training, in the same device slot, so a sweep whose driver is killed loses nothing;
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import torch
 
+from genlab import fairqueue
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
+from genlab.owners import Actor
 from genlab.procs import (
     EVALUATE_ERROR,
     EVALUATE_PID,
@@ -39,11 +42,6 @@ from genlab.procs import (
 from genlab.runs import RunStore
 from genlab.train import Callback, Trainer, TrainResult, check_run, resolve_device, train_run
 from genlab.viz import image_grid, save_png
-
-try:  # POSIX file locks serialise jobs per device; without them (Windows) jobs run at once.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 SAMPLE_GRID = "samples.png"
 
@@ -115,32 +113,14 @@ def jobs_per_device() -> int:
 
 
 @contextlib.contextmanager
-def device_slot(store: RunStore, run_id: str, device: str, *, poll: float = 0.5) -> Iterator[None]:
-    """Wait for a free job slot on ``device``; give up if the run is cancelled meanwhile."""
-    if fcntl is None:
+def device_slot(
+    store: RunStore, run_id: str, device: str, *, poll: float = 0.5, ticket: int | None = None
+) -> Iterator[None]:
+    """Wait for this job's turn on ``device`` (round robin between owners, see
+    :mod:`genlab.fairqueue`); give up if the run is cancelled meanwhile."""
+    with fairqueue.turn(store, run_id, device, slots=jobs_per_device(), ticket=ticket, poll=poll,
+                        cancelled=lambda: store.cancel_requested(run_id)):
         yield
-        return
-    lock_dir = store.home / "locks"
-    lock_dir.mkdir(exist_ok=True)
-    handles = [open(lock_dir / f"{device}-{i}.lock", "w") for i in range(jobs_per_device())]
-    try:
-        while True:
-            for fh in handles:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-                return
-            if store.cancel_requested(run_id):
-                raise TrainingCancelled(f"run {run_id} was cancelled while queued")
-            time.sleep(poll)
-    finally:
-        for fh in handles:
-            fh.close()
 
 
 def submit(
@@ -171,7 +151,10 @@ def submit(
 def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int:
     """Start the background worker of a queued run (new, or reset by ``RunStore.requeue``);
     returns its pid."""
-    proc = _spawn(store, run_id, [run_id] + (["--evaluate"] if evaluate else []), "worker.log")
+    ticket = fairqueue.enqueue(store, run_id, _run_device(store, run_id))  # its place in line
+    args = [run_id, "--ticket", str(ticket)] + (["--evaluate"] if evaluate else [])
+    proc = _spawn(store, run_id, args, "worker.log")
+    fairqueue.attach(store, ticket, proc.pid)
     store.set_pid(run_id, proc.pid)
     if evaluate:
         _mark_evaluating(store, run_id, proc.pid)
@@ -182,7 +165,10 @@ def submit_evaluation(store: RunStore, run_id: str) -> int:
     """Evaluate a finished run (the whole record, full audit) in a background worker; returns
     its pid. The sweep's plan counts the run active while its ``evaluate.pid`` marker lives."""
     run_id = store.get(run_id).id
-    proc = _spawn(store, run_id, ["--evaluate-only", run_id], "evaluate.log")
+    ticket = fairqueue.enqueue(store, run_id, _run_device(store, run_id))
+    proc = _spawn(store, run_id, ["--evaluate-only", run_id, "--ticket", str(ticket)],
+                  "evaluate.log")
+    fairqueue.attach(store, ticket, proc.pid)
     _mark_evaluating(store, run_id, proc.pid)
     return proc.pid
 
@@ -240,9 +226,10 @@ def audit_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
     return False, error or "the audit's worker stopped before it finished"
 
 
-def cancel(store: RunStore, run_id: str) -> str:
-    """Ask a queued or running job to stop; returns the run's status at the time of asking."""
-    return store.request_cancel(run_id)
+def cancel(store: RunStore, run_id: str, *, actor: Actor | None = None) -> str:
+    """Ask a queued or running job to stop; returns the run's status at the time of asking.
+    OwnershipError if ``actor`` is neither the run's owner nor the teacher."""
+    return store.request_cancel(run_id, actor=actor)
 
 
 def wait(store: RunStore, run_id: str, *, timeout: float = 600, poll: float = 0.25) -> str:
@@ -296,6 +283,10 @@ def _run_device(store: RunStore, run_id: str) -> str:
     return resolve_device(RunConfig.from_dict(store.get(run_id).config).train.device).type
 
 
+def _run_slot(store: RunStore, run_id: str, ticket: int | None):
+    return device_slot(store, run_id, _run_device(store, run_id), ticket=ticket)
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     """Entry point of a background worker: ``python -m genlab.jobs RUN_ID [--evaluate]`` trains
     a queued run (and then evaluates it); ``python -m genlab.jobs --evaluate-only RUN_ID``
@@ -307,6 +298,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--ticket", type=int, default=None)  # its place in the device queue
     args = parser.parse_args(argv)
     store = RunStore(recover=False)
     if args.audit:
@@ -314,7 +306,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     marker = store.artifacts_dir(args.run_id) / EVALUATE_PID
     if args.evaluate_only:
         try:
-            with device_slot(store, args.run_id, _run_device(store, args.run_id)):
+            with _run_slot(store, args.run_id, args.ticket):
                 return evaluate_main(store, args.run_id)
         except Exception as err:  # before evaluating: an unknown run or an unusable device
             (marker.parent / EVALUATE_ERROR).write_text(_one_line(err))
@@ -322,7 +314,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         finally:
             marker.unlink(missing_ok=True)
     try:
-        with device_slot(store, args.run_id, _run_device(store, args.run_id)):
+        with _run_slot(store, args.run_id, args.ticket):
             execute_run(store, args.run_id)
             if args.evaluate:  # in the same slot: evaluation trains a reference model
                 return evaluate_main(store, args.run_id)

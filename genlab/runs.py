@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genlab.errors import RunNotFound, StoreError
+from genlab.owners import Actor, check_may_modify
 from genlab.paths import genlab_home
 from genlab.procs import pid_alive, process_stat
 
@@ -355,10 +356,12 @@ class RunStore:
         """Mark the run cancelled (its worker stopped, or it never started)."""
         self._update(run_id, status="cancelled", cancel_requested=1, finished=time.time())
 
-    def request_cancel(self, run_id: str) -> str:
-        """Ask an active run to stop and return its status; a no-op for a run that ended."""
+    def request_cancel(self, run_id: str, *, actor: Actor | None = None) -> str:
+        """Ask an active run to stop and return its status; a no-op for a run that ended.
+        OwnershipError if ``actor`` is neither its owner nor the teacher (see genlab.owners)."""
         with self._connect(write=True) as conn:
             row = self._row(conn, run_id)
+            check_may_modify(row["id"], row["owner"], actor, "cancel")
             if row["status"] in ACTIVE:
                 self._set(conn, row["id"], cancel_requested=1)
             return row["status"]
@@ -374,10 +377,12 @@ class RunStore:
             record = {**json.loads(row["record"]), block: values}
             self._set(conn, row["id"], record=json.dumps(record))
 
-    def delete(self, run_id: str) -> None:
-        """Remove the run, its history and artifact folder; StoreError while its worker lives."""
+    def delete(self, run_id: str, *, actor: Actor | None = None) -> None:
+        """Remove the run, its history and artifact folder; StoreError while its worker lives,
+        OwnershipError if ``actor`` is neither its owner nor the teacher (see genlab.owners)."""
         with self._connect(write=True) as conn:
             row = self._row(conn, run_id)
+            check_may_modify(row["id"], row["owner"], actor, "delete")
             if row["status"] in ACTIVE and _worker_alive(row, time.time()):
                 raise StoreError(
                     f"run '{row['id']}' is {row['status']} (worker pid {row['pid']}); "
