@@ -120,6 +120,14 @@ def format_elapsed(seconds: float | None) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+def cancel(run_id: str) -> None:
+    """The Cancel button's callback; genlab refuses a run that is not this session's."""
+    try:
+        services.cancel_run(run_id)
+    except GenlabError as err:
+        st.session_state["train_action_error"] = str(err)
+
+
 def live_panel(run_id: str, was_active: bool) -> None:
     """Status, progress, loss curve and, once finished, samples of one run."""
     try:
@@ -140,18 +148,37 @@ def live_panel(run_id: str, was_active: bool) -> None:
                 help="Negative ELBO or NLL on the test split, in nats per image; lower is better.")
     st.progress(min(max(info.progress, 0.0), 1.0), text=f"{info.progress:.0%}")
 
+    st.caption(f"Owner: {info.owner or 'the command line'}")
     if info.status == "queued":
-        st.info("Waiting for a free device: one job trains at a time per device.")
+        ahead = services.queue_position(run_id)
+        line = "" if ahead is None else f" {ahead} job{'s' * (ahead != 1)} ahead of it."
+        st.info("Waiting for a free device: one job trains at a time per device, and owners "
+                f"take turns.{line}")
+    allowed = services.can_modify(info)
+    refused = None if allowed else f"Only {info.owner or 'the teacher'} or the teacher can"
+    if error := st.session_state.pop("train_action_error", None):
+        st.error(error)
     if info.status in ACTIVE:
         if info.cancel_requested:
             st.warning("Cancel requested; the worker stops at its next check.")
         else:  # the callback runs before the rerun, so the rerun shows the request
             st.button("Cancel", key="train_cancel", icon=":material/stop_circle:",
-                      on_click=services.cancel_run, args=(run_id,))
-    elif info.status == "failed":
-        st.error(f"The run failed: {info.error or 'no error message was recorded'}")
-    elif info.status == "cancelled":
-        st.warning("This run was cancelled.")
+                      on_click=cancel, args=(run_id,), disabled=not allowed,
+                      help=refused and f"{refused} cancel this run.")
+    else:
+        if info.status == "failed":
+            st.error(f"The run failed: {info.error or 'no error message was recorded'}")
+        elif info.status == "cancelled":
+            st.warning("This run was cancelled.")
+        if st.button("Delete run", key="train_delete", icon=":material/delete:",
+                     disabled=not allowed, help=refused and f"{refused} delete this run."):
+            try:
+                services.delete_run(run_id)
+            except GenlabError as err:
+                st.error(str(err))
+            else:
+                st.session_state["train_notice"] = f"Deleted run {run_id}."
+                st.rerun(scope="app")  # the run list changes
 
     if len(history):
         st.plotly_chart(services.loss_figure(history), key=f"train_loss_{run_id}")
@@ -215,6 +242,8 @@ elif start:
                    "not stop it.")
 
 st.header("Live run")
+if notice := st.session_state.pop("train_notice", None):
+    st.success(notice)
 try:
     runs = services.list_runs(limit=20)
 except GenlabError as err:
