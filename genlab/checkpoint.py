@@ -17,13 +17,21 @@ from genlab.errors import DataError
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s state dict atomically (temp file, then rename)."""
+CONFIG_KEY = "genlab_config"  # safetensors metadata: the run config JSON, so a file imports alone
+
+
+def save_weights(model: nn.Module, path: str | Path, *, config_json: str | None = None) -> Path:
+    """Write ``model``'s state dict atomically (temp file, then rename).
+
+    Args:
+        config_json: The run config (``RunConfig.to_json()``), kept in the file's metadata so
+            the file alone can be imported as a run (:mod:`genlab.checkpoint_import`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata=None if config_json is None else {CONFIG_KEY: config_json})
     os.replace(tmp, path)
     return path
 
@@ -41,17 +49,26 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise DataError(f"{path} is not a valid safetensors weights file ({err})") from None
+    return load_state(model, state, str(path))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load a plain-tensor state dict into ``model`` after checking every key and shape.
+
+    Raises:
+        DataError: a key is missing or unexpected, or a tensor's shape differs.
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:
         raise DataError(
-            f"{path} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}"
+            f"{source} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}"
         )
     for key, tensor in state.items():
         if tensor.shape != own[key].shape:
             raise DataError(
-                f"{path} does not fit this model: {key} has shape "
+                f"{source} does not fit this model: {key} has shape "
                 f"{tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
             )
     device = next(iter(own.values())).device if own else torch.device("cpu")

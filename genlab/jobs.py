@@ -79,7 +79,7 @@ def write_artifacts(store: RunStore, run_id: str, cfg: RunConfig, model) -> Path
     """Config, weights and a sample grid in the run's folder."""
     folder = store.artifacts_dir(run_id)
     (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    save_weights(model, folder / WEIGHTS_FILE)
+    save_weights(model, folder / WEIGHTS_FILE, config_json=cfg.to_json())
     gen = torch.Generator().manual_seed(cfg.train.seed)
     save_png(image_grid(model.sample(64, generator=gen), nrow=8, scale=2), folder / SAMPLE_GRID)
     return folder
