@@ -114,7 +114,8 @@ def import_dataset(home: str | os.PathLike, name: str, data: bytes) -> Path:
     stem = re.sub(r"[^a-z0-9_]+", "_", PurePosixPath(name).stem.lower()).strip("_")[:40] or "data"
     folder = Path(home) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}-{digest}.npz"
+    kept = sorted(folder.glob(f"*-{digest}.npz"))  # these very bytes, under any name
+    path = kept[0] if kept else folder / f"{stem}-{digest}.npz"
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
         with open(partial, "wb") as fh:

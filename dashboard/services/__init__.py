@@ -14,6 +14,7 @@ and render what comes back. The modules behind this door:
   most exposed training images; :mod:`services.privacy_plots`: the privacy charts;
 - :mod:`services.lessons`: Home's lesson presets: launch one's sweep, follow it, link the answer;
 - :mod:`services.sweeps`: the Trade-offs page's sweep launcher: check a grid, start it, follow it;
+- :mod:`services.uploads`: uploaded datasets (Train) and checkpoint imports (Explore);
 - :mod:`services.tradeoffs`: the Trade-offs page's runs (or the demo records), its view in the
   URL and its exports; the figures come from :mod:`genlab.tradeoff_plots`.
 """
@@ -132,6 +133,15 @@ from .tradeoffs import (
     tradeoff_table,
     view_params,
 )
+from .uploads import (
+    UPLOAD_TYPES,
+    dataset_label,
+    dataset_options,
+    import_checkpoint,
+    import_dataset,
+    upload_limit_mb,
+    weights_file,
+)
 
 __all__ = [
     "AXES",
@@ -149,6 +159,7 @@ __all__ = [
     "TARGET_PX",
     "TRAIN_DEFAULTS",
     "TradeoffView",
+    "UPLOAD_TYPES",
     "accountants",
     "actor",
     "answer_links",
@@ -167,6 +178,8 @@ __all__ = [
     "component_grid",
     "component_weights",
     "compute_interpretability",
+    "dataset_label",
+    "dataset_options",
     "datasets",
     "default_model",
     "default_view",
@@ -189,6 +202,8 @@ __all__ = [
     "format_epsilon",
     "get_store",
     "grid_scale",
+    "import_checkpoint",
+    "import_dataset",
     "interpolation_grid",
     "interpretability_record",
     "is_audited",
@@ -241,6 +256,8 @@ __all__ = [
     "train_size",
     "traversal_grid",
     "unlock",
+    "upload_limit_mb",
     "view_params",
     "weights_figure",
+    "weights_file",
 ]

@@ -1,6 +1,7 @@
 """Train: choose a model and data, set the model's config, start a background run, follow it live.
 
 The form is built from the model's config fields, so a new model family needs no change here.
+Besides the built-in datasets, a user may upload their own (checked in genlab before it is kept).
 With differential privacy on, the page shows the planned ε (or the σ a target ε needs) for the
 current data, batch size and epochs before anything starts; it is not an ``st.form``, so the plan
 follows every change. Training runs in a worker process (``services.start_run``); the live panel
@@ -23,6 +24,23 @@ def reset_train_defaults() -> None:
     """A new model, dataset or DP switch brings its own default epochs, batch size and lr."""
     for key in ("train_epochs", "train_batch_size", "train_lr"):
         st.session_state.pop(key, None)
+
+
+def add_upload() -> None:
+    """The uploader's callback: check and keep the file, then select it as the dataset."""
+    upload = st.session_state.get("train_upload")
+    if upload is None:
+        return
+    try:
+        name = services.import_dataset(upload.name, upload.getvalue())
+    except GenlabError as err:
+        st.session_state["train_upload_error"] = str(err)
+        return
+    st.session_state["train_dataset"] = name
+    reset_train_defaults()
+    st.session_state["train_upload_notice"] = (
+        f"{upload.name} is checked and ready: it is now the dataset "
+        f"({services.train_size(name):,} training images).")
 
 
 def field_widget(model: str, field: dict):
@@ -203,8 +221,19 @@ model_options = services.models()
 model = model_col.selectbox("Model", model_options, key="train_model",
                             index=model_options.index(services.default_model()),
                             on_change=reset_train_defaults)
-dataset = data_col.selectbox("Dataset", services.datasets(), key="train_dataset",
-                             on_change=reset_train_defaults)
+dataset = data_col.selectbox("Dataset", services.dataset_options(), key="train_dataset",
+                             format_func=services.dataset_label, on_change=reset_train_defaults)
+with data_col.expander("Use your own data"):
+    st.file_uploader(
+        "A .npz with x (images) and y (labels), or a .zip of an MNIST-style IDX folder or of an "
+        "image folder (one subfolder per class)", type=list(services.UPLOAD_TYPES),
+        key="train_upload", on_change=add_upload,
+        help=f"At most {services.upload_limit_mb():.0f} MB. The file is checked before it is "
+             "kept: grey-scale images of one size, integer labels, nothing pickled.")
+    if error := st.session_state.pop("train_upload_error", None):
+        st.error(error)
+    if notice := st.session_state.pop("train_upload_notice", None):
+        st.success(notice)
 # The DP switch is drawn further down; its state from the last run picks DP-SGD's defaults.
 defaults = services.train_defaults(model, dataset, private=st.session_state.get("train_dp", False))
 
