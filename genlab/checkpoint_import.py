@@ -25,9 +25,10 @@ from safetensors.torch import load as load_safetensors
 from genlab.checkpoint import CONFIG_KEY, load_state
 from genlab.config import RunConfig
 from genlab.data import DATASETS
+from genlab.datafiles import one_line
 from genlab.errors import DataError
 from genlab.runs import RunStore
-from genlab.uploads import check_size
+from genlab.uploads import check_size, shown
 
 MAX_HEADER = 8 * 2**20  # bytes of JSON header; a genlab model's is a few kB
 DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL"}
@@ -47,6 +48,7 @@ def read_checkpoint(
         DataError: too large, not a safetensors file, a bad header, or no config.
         ConfigError: the config is not a valid run config.
     """
+    name = shown(name)
     check_size(data, name)
     header = _header(data, name)
     metadata = header.get("__metadata__") or {}
@@ -66,7 +68,7 @@ def read_checkpoint(
     try:
         state = load_safetensors(data)
     except (SafetensorError, ValueError, TypeError, OverflowError, RuntimeError) as err:
-        raise DataError(f"{name} is not a valid safetensors file ({err})") from None
+        raise DataError(f"{name} is not a valid safetensors file ({one_line(err)})") from None
     return cfg, state
 
 
@@ -142,6 +144,7 @@ def import_checkpoint(
     from genlab.models import build
     from genlab.train import check_run
 
+    name = shown(name)
     cfg, state = read_checkpoint(data, name, config_json=config_json)
     _check_dataset(cfg, store.home, allow_paths=allow_paths)
     splits = check_run(cfg)

@@ -44,6 +44,8 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                 found = ", ".join(archive.files) or "nothing"
                 raise DataError(f"{path}: holds {found}; expected arrays x (images) and y (labels)")
             x, y = archive["x"], archive["y"]
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):  # not .npy members
+                raise DataError(f"{path}: x and y are not .npy arrays; expected numeric x and y")
     except (ValueError, *READ_ERRORS) as err:
         if isinstance(err, DataError):
             raise

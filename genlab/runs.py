@@ -181,10 +181,10 @@ class RunStore:
             (run_id, len(run_id), run_id),
         ).fetchall()
         if not rows:
-            raise RunNotFound(f"unknown run '{run_id}'; `genlab runs list` shows the runs")
+            raise RunNotFound(f"unknown run {run_id!r}; `genlab runs list` shows the runs")
         if len(rows) > 1:
             names = ", ".join(r["id"] for r in rows)
-            raise StoreError(f"run prefix '{run_id}' is ambiguous ({names}); give more characters")
+            raise StoreError(f"run prefix {run_id!r} is ambiguous ({names}); give more characters")
         return rows[0]
 
     @staticmethod
@@ -200,7 +200,7 @@ class RunStore:
     def artifacts_dir(self, run_id: str) -> Path:
         """The run's artifact folder ``<home>/runs/<run_id>/``, created on demand."""
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", run_id):
-            raise StoreError(f"'{run_id}' is not a run id; `genlab runs list` shows the runs")
+            raise StoreError(f"{run_id!r} is not a run id; `genlab runs list` shows the runs")
         path = self.home / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -56,6 +56,11 @@ def max_upload_bytes() -> int:
             f"GENLAB_MAX_UPLOAD_MB must be a number of megabytes (got {text!r})") from None
 
 
+def shown(name: object) -> str:
+    """A file or member name as it may appear in a one-line message: whitespace collapsed."""
+    return " ".join(str(name).split())[:120] or "(no name)"
+
+
 def check_size(data: bytes, name: str, *, limit: int | None = None) -> None:
     """Refuse an upload over the size limit, or an empty one."""
     limit = max_upload_bytes() if limit is None else limit
@@ -80,6 +85,7 @@ def read_upload(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray, str]:
     Raises:
         DataError: too large, not a supported type, or wrongly shaped; the message says which.
     """
+    name = shown(name)
     check_size(data, name)
     suffix = PurePosixPath(name).suffix.lower()
     if suffix not in (".npz", ".zip"):
@@ -96,8 +102,8 @@ def read_upload(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray, str]:
         images = [i for i in members if PurePosixPath(i.filename).suffix.lower() in IMAGE_TYPES]
         if images:
             return (*_read_image_zip(archive, images, name), "images")
-        shown = ", ".join(i.filename for i in members[:3]) or "nothing"
-        raise DataError(f"{name} holds {shown}; expected IDX files (train-images-idx3-ubyte...) "
+        listed = ", ".join(shown(i.filename) for i in members[:3]) or "nothing"
+        raise DataError(f"{name} holds {listed}; expected IDX files (train-images-idx3-ubyte...) "
                         f"or images ({', '.join(IMAGE_TYPES[:3])}, ...) in class subfolders")
 
 
@@ -152,7 +158,7 @@ def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
     try:
         return archive.read(info)
     except _BROKEN as err:
-        raise DataError(f"{name}: cannot read {info.filename} ({one_line(err)})") from None
+        raise DataError(f"{name}: cannot read {shown(info.filename)} ({one_line(err)})") from None
 
 
 def _members(archive: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
@@ -171,8 +177,8 @@ def _read_npz(archive: zipfile.ZipFile, name: str) -> tuple[np.ndarray, np.ndarr
     found = {PurePosixPath(i.filename).stem: i for i in archive.infolist()
              if i.filename.endswith(".npy")}
     if not {"x", "y"} <= set(found):
-        shown = ", ".join(sorted(found)) or "nothing"
-        raise DataError(f"{name}: holds {shown}; expected arrays x (images) and y (labels)")
+        listed = ", ".join(shown(key) for key in sorted(found)) or "nothing"
+        raise DataError(f"{name}: holds {listed}; expected arrays x (images) and y (labels)")
     x, y = (_npy(_read(archive, found[key], name), f"{name}: {key}") for key in ("x", "y"))
     return _kept(check_images(x, name), x), check_labels(y, len(x), name)
 
@@ -235,9 +241,9 @@ def _read_idx_zip(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], name
             raise DataError(f"{name} holds {stem} twice; zip one IDX folder (MNIST or "
                             "FashionMNIST), not both")
         raw = _read(archive, info, name)
-        source = f"{name}: {info.filename}"
+        source = f"{name}: {shown(info.filename)}"
         raw = _gunzip(raw, source) if info.filename.endswith(".gz") else raw
-        arrays[stem] = (PurePosixPath(info.filename).name, parse_idx(raw, source))
+        arrays[stem] = (shown(PurePosixPath(info.filename).name), parse_idx(raw, source))
     x, y = combine_idx(arrays, name)
     pooled = [arrays[s][1] for pair in IDX_STEMS.values() for s in pair[:1] if s in arrays]
     raw_x = np.concatenate(pooled)
@@ -248,7 +254,7 @@ def _read_idx_zip(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], name
 def _read_image_zip(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], name: str
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Grey-scale images, one subfolder per class (torchvision's ImageFolder layout)."""
-    paths = [PurePosixPath(i.filename.replace("\\", "/")) for i in members]
+    paths = [PurePosixPath(shown(i.filename).replace("\\", "/")) for i in members]
     if any(len(p.parts) < 2 for p in paths):
         loose = next(p for p in paths if len(p.parts) < 2)
         raise DataError(f"{name}: {loose} is not in a class folder; put each class's images in "
