@@ -51,6 +51,11 @@ class Ticket:
     granted: float | None
 
 
+def jobs_per_device() -> int:
+    """How many jobs may hold one device at once (``GENLAB_JOBS_PER_DEVICE``, default 1)."""
+    return max(1, int(os.environ.get("GENLAB_JOBS_PER_DEVICE", "1")))
+
+
 def next_ticket(waiting: Sequence[Ticket], served: dict[str, float]) -> Ticket | None:
     """The waiting ticket that gets the next free slot: round robin between owners.
 
@@ -219,7 +224,12 @@ def turn(
         TrainingCancelled: ``cancelled()`` turned true while the job was waiting.
     """
     _ensure(store)
-    if ticket is None or not any(t.ticket == ticket for t in tickets(store, device)):
+    known = {t.ticket: t for t in tickets(store, device)}
+    held = known.get(ticket)
+    if held is not None and held.granted is not None and held.pid == os.getpid():
+        yield ticket  # this process already holds the turn (genlab.worker waited for it)
+        return
+    if held is None:
         ticket = enqueue(store, run_id, device, owner=owner, pid=os.getpid())
     else:
         attach(store, ticket, os.getpid())

@@ -1,7 +1,8 @@
 """Running a stored run: in the foreground (``genlab train``) or in a background worker process.
 
 Training never runs inside a Streamlit script run. The dashboard calls :func:`submit`, which
-records a queued run and starts ``python -m genlab.jobs RUN`` as its own process session, so the
+records a queued run and starts ``python -m genlab.worker RUN`` (which waits for its device turn
+without torch, then runs :func:`worker_main`) as its own process session, so the
 job survives a closed tab or a restarted server. Workers write their progress to the store; pages
 poll it. One device runs one job at a time by default (``GENLAB_JOBS_PER_DEVICE`` raises that):
 a worker waits for its turn in the device queue, round robin between owners
@@ -32,6 +33,7 @@ from genlab import fairqueue
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
+from genlab.fairqueue import jobs_per_device
 from genlab.owners import Actor
 from genlab.procs import (
     EVALUATE_ERROR,
@@ -108,10 +110,6 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
 
 
 # ------------------------------------------------------------------------------- background
-def jobs_per_device() -> int:
-    return max(1, int(os.environ.get("GENLAB_JOBS_PER_DEVICE", "1")))
-
-
 @contextlib.contextmanager
 def device_slot(
     store: RunStore, run_id: str, device: str, *, poll: float = 0.5, ticket: int | None = None
@@ -187,7 +185,7 @@ def _spawn(store: RunStore, run_id: str, args: list[str], log_name: str) -> subp
     log = open(store.artifacts_dir(run_id) / log_name, "ab")
     env = {**os.environ, "GENLAB_HOME": str(store.home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genlab.jobs", *args],
+        [sys.executable, "-m", "genlab.worker", *args],  # waits light, then runs worker_main
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -6,6 +6,8 @@ import math
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from conftest import TINY_SETTINGS
 
@@ -89,3 +91,23 @@ def test_real_workers_serve_a_late_owner_second(tmp_path, monkeypatch):
                for earlier, later in zip(runs, runs[1:]))
     assert fairqueue.tickets(store) == []  # every worker removed its ticket
     assert not math.isnan(runs[-1].summary["test_loss"])
+
+
+def test_a_queued_worker_waits_without_torch_and_can_be_cancelled(tmp_path, monkeypatch):
+    """genlab.worker waits for its turn with only SQLite loaded; torch comes once it is granted."""
+    monkeypatch.setenv("GENLAB_HOME", str(tmp_path))
+    store = RunStore(tmp_path)
+    device = jobs.resolve_device("auto").type
+    with fairqueue.turn(store, "device-holder", device, owner="test"):  # the device is busy
+        run_id = jobs.submit(store, make_run_config("vae", "digits", epochs=1), owner="ann")
+        maps = Path(f"/proc/{store.get(run_id).pid}/maps")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "_sqlite3" not in maps.read_text():
+            time.sleep(0.1)  # genlab.jobs would load torch before sqlite3; genlab.worker never
+        assert "_sqlite3" in maps.read_text() and "libtorch" not in maps.read_text()
+        time.sleep(2.0)  # it polls the queue meanwhile
+        assert "libtorch" not in maps.read_text() and store.get(run_id).status == "queued"
+        assert fairqueue.position(store, run_id) == 0
+        assert jobs.cancel(store, run_id) == "queued"
+        assert jobs.wait(store, run_id, timeout=30) == "cancelled"
+    assert fairqueue.tickets(store) == []

@@ -146,15 +146,15 @@ def cancel(run_id: str) -> None:
         st.session_state["train_action_error"] = str(err)
 
 
-def live_panel(run_id: str, was_active: bool) -> None:
+def live_panel(run_id: str, was_status: str) -> None:
     """Status, progress, loss curve and, once finished, samples of one run."""
     try:
         info = services.run_info(run_id)
     except GenlabError as err:
         st.error(str(err))
         return
-    if was_active and info.status not in ACTIVE:
-        st.rerun()  # the run ended: redraw the page once, without polling
+    if info.status != was_status:
+        st.rerun()  # it started or ended: redraw the page once, polling at the new pace
     history = services.run_history(run_id)
     epochs = info.config.get("train", {}).get("epochs")
     last = history.iloc[-1] if len(history) else None
@@ -289,5 +289,8 @@ if st.session_state.get("train_follow") not in statuses:
 # go stale. The status is shown in the panel below.
 followed = st.selectbox("Run", list(statuses), key="train_follow",
                         help="Your latest run, or any recent one (newest first).")
-active = statuses[followed] in ACTIVE
-st.fragment(live_panel, run_every=1.0 if active else None)(followed, active)
+# A running run's panel refreshes every second; a queued one's only every 3 s, since only its
+# place in line changes: with a class of 20 most runs wait, and each refresh is a script run.
+POLL_S = {"running": 1.0, "queued": 3.0}
+status = statuses[followed]
+st.fragment(live_panel, run_every=POLL_S.get(status))(followed, status)
