@@ -149,10 +149,10 @@ def submit(
 def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int:
     """Start the background worker of a queued run (new, or reset by ``RunStore.requeue``);
     returns its pid."""
-    ticket = fairqueue.enqueue(store, run_id, _run_device(store, run_id))  # its place in line
-    args = [run_id, "--ticket", str(ticket)] + (["--evaluate"] if evaluate else [])
+    ticket = _ticket(store, run_id)
+    args = [run_id, *ticket.args] + (["--evaluate"] if evaluate else [])
     proc = _spawn(store, run_id, args, "worker.log")
-    fairqueue.attach(store, ticket, proc.pid)
+    ticket.attach(proc.pid)
     store.set_pid(run_id, proc.pid)
     if evaluate:
         _mark_evaluating(store, run_id, proc.pid)
@@ -163,12 +163,31 @@ def submit_evaluation(store: RunStore, run_id: str) -> int:
     """Evaluate a finished run (the whole record, full audit) in a background worker; returns
     its pid. The sweep's plan counts the run active while its ``evaluate.pid`` marker lives."""
     run_id = store.get(run_id).id
-    ticket = fairqueue.enqueue(store, run_id, _run_device(store, run_id))
-    proc = _spawn(store, run_id, ["--evaluate-only", run_id, "--ticket", str(ticket)],
-                  "evaluate.log")
-    fairqueue.attach(store, ticket, proc.pid)
+    ticket = _ticket(store, run_id)
+    proc = _spawn(store, run_id, ["--evaluate-only", run_id, *ticket.args], "evaluate.log")
+    ticket.attach(proc.pid)
     _mark_evaluating(store, run_id, proc.pid)
     return proc.pid
+
+
+class _Place:
+    """A job's place in the device queue, taken when it is submitted (None: the worker takes
+    one itself, or records why the run's device cannot be used)."""
+
+    def __init__(self, store: RunStore, ticket: int | None):
+        self.store, self.ticket = store, ticket
+        self.args = [] if ticket is None else ["--ticket", str(ticket)]
+
+    def attach(self, pid: int) -> None:
+        if self.ticket is not None:
+            fairqueue.attach(self.store, self.ticket, pid)
+
+
+def _ticket(store: RunStore, run_id: str) -> _Place:
+    try:
+        return _Place(store, fairqueue.enqueue(store, run_id, _run_device(store, run_id)))
+    except GenlabError:  # e.g. --device cuda without a GPU: the worker fails the run, as before
+        return _Place(store, None)
 
 
 def _mark_evaluating(store: RunStore, run_id: str, pid: int) -> None:

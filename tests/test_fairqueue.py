@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TINY_SETTINGS
 
 from genlab import fairqueue, jobs
@@ -110,4 +111,16 @@ def test_a_queued_worker_waits_without_torch_and_can_be_cancelled(tmp_path, monk
         assert fairqueue.position(store, run_id) == 0
         assert jobs.cancel(store, run_id) == "queued"
         assert jobs.wait(store, run_id, timeout=30) == "cancelled"
+    assert fairqueue.tickets(store) == []
+
+
+def test_a_run_whose_device_is_missing_fails_with_the_reason(tmp_path, monkeypatch):
+    """No ticket can be taken for an unusable device; the worker records why, as before."""
+    if jobs.resolve_device("auto").type == "cuda":
+        pytest.skip("this machine has a CUDA GPU: nothing to refuse")
+    monkeypatch.setenv("GENLAB_HOME", str(tmp_path))
+    store = RunStore(tmp_path)
+    run_id = jobs.submit(store, make_run_config("vae", "digits", epochs=1, device="cuda"))
+    assert jobs.wait(store, run_id, timeout=120) == "failed"
+    assert "no CUDA GPU is available" in store.get(run_id).error
     assert fairqueue.tickets(store) == []
