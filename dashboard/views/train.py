@@ -283,8 +283,12 @@ if not runs:
     st.stop()
 
 statuses = {r.id: r.status for r in runs}
-if st.session_state.get("train_follow") not in statuses:
-    st.session_state["train_follow"] = runs[0].id
+mine = st.session_state.get("train_follow")
+if mine and mine not in statuses:  # in a busy class one's own run leaves the newest 20
+    try:
+        statuses[mine] = services.run_info(mine).status
+    except GenlabError:  # deleted meanwhile
+        st.session_state["train_follow"] = runs[0].id
 # Plain ids as labels: the browser keeps a keyed selectbox's labels, so a status in them would
 # go stale. The status is shown in the panel below.
 followed = st.selectbox("Run", list(statuses), key="train_follow",
