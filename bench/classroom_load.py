@@ -122,6 +122,24 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of one process so far (fields 14 and 15 of proc(5))."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(cpu: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each role used while sampled (a process is counted as last seen)."""
+    out: dict[str, float] = {}
+    for role, seconds in cpu.values():
+        out[role] = out.get(role, 0.0) + seconds
+    return out
+
+
 class MemorySampler(threading.Thread):
     """Every ``every`` seconds, the memory of this script's whole process tree, by role."""
 
@@ -130,6 +148,7 @@ class MemorySampler(threading.Thread):
         self.server_pid, self.every = server_pid, every
         self.samples: list[dict] = []
         self.stop = threading.Event()
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds last seen)
 
     def snapshot(self) -> dict:
         table, me = _proc_table(), os.getpid()
@@ -149,6 +168,7 @@ class MemorySampler(threading.Thread):
                     else "workers" if "genlab.worker" in cmd or "genlab.jobs" in cmd
                     else "browser")
             workers += role == "workers"
+            self.cpu[pid] = (role, _cpu_seconds(pid) or self.cpu.get(pid, (role, 0.0))[1])
             rss, pss = _memory_kb(pid)
             roles[role][0] += rss
             roles[role][1] += pss
@@ -348,6 +368,7 @@ def main() -> int:
             "note": "RSS counts shared pages once per process (Chromium's above all); PSS "
                     "splits them, so its total is the better figure for the machine's memory",
         },
+        "cpu_seconds_by_role": cpu_by_role(sampler.cpu),
         "load_average": {"before": load_before,
                          "max_1min_during": max(s["load1"] for s in sampler.samples),
                          "after": os.getloadavg()},
