@@ -11,6 +11,9 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= dev,ray
 HOST       ?= 127.0.0.1
 PORT       ?= 8501
+# Classroom mode (owner names, optional passwords from .streamlit/secrets.toml) is on whenever
+# the app listens beyond the loopback interface; CLASSROOM=1 turns it on for 127.0.0.1 too.
+CLASSROOM  ?= $(if $(filter 127.0.0.1 localhost ::1,$(HOST)),0,1)
 # The browser test drives Debian's Chromium; `make test BROWSER_TESTS=0` skips it.
 BROWSER_TESTS ?= 1
 CHROMIUM   ?= /usr/bin/chromium
@@ -34,8 +37,9 @@ ifeq ($(BROWSER_TESTS),1)
 endif
 
 app: $(STAMP)
-	@echo "genlab dashboard: http://$(HOST):$(PORT)"
-	$(BIN)/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT)
+	@echo "genlab dashboard: http://$(HOST):$(PORT)$(if $(filter 1,$(CLASSROOM)), (classroom mode))"
+	GENLAB_CLASSROOM=$(CLASSROOM) $(BIN)/streamlit run dashboard/app.py \
+	  --server.address $(HOST) --server.port $(PORT)
 
 # Rebuild assets/demo/records.json: a real sweep on digits, run in a temporary genlab home.
 demo: $(STAMP)

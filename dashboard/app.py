@@ -1,12 +1,14 @@
 """genlab dashboard: the router. Run with ``streamlit run dashboard/app.py``.
 
-This file only declares the pages. Each page lives in ``views/`` and reaches genlab through the
-``services`` package. The folder is deliberately not named ``pages/``: Streamlit treats a ``pages/``
-folder beside the entry script as an old-style multipage app, and a server whose first request
-is a sub-page URL (``/train``, ``/explore?run=...``) then runs that page without this router.
+This file only declares the pages, behind the classroom gate (``gate.py``). Each page lives in
+``views/`` and reaches genlab through the ``services`` package. The folder is deliberately not
+named ``pages/``: Streamlit treats a ``pages/`` folder beside the entry script as an old-style
+multipage app, and a server whose first request is a sub-page URL (``/train``,
+``/explore?run=...``) then runs that page without this router.
 """
 
 import streamlit as st
+from gate import require_access
 
 st.set_page_config(page_title="genlab", layout="wide")
 
@@ -22,4 +24,5 @@ pages = [
     st.Page("views/tradeoffs.py", title="Trade-offs", icon=":material/balance:",
             url_path="tradeoffs"),
 ]
-st.navigation(pages).run()
+if require_access():  # classroom mode: the password and the owner name come first
+    st.navigation(pages).run()

@@ -26,6 +26,9 @@ WEIGHTS_FILE = "weights.safetensors"
 MASK, VALUES = "@mask", "@values"  # suffixes of a packed (sparse) weight's two tensors
 
 
+CONFIG_KEY = "genlab_config"  # safetensors metadata: the run config JSON, so a file imports alone
+
+
 def pack_sparse(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{"@mask": uint8 bits of tensor != 0 (numpy's packbits order), "@values": the nonzeros}``;
     the shape is restored from the model's own tensor when loading."""
@@ -52,6 +55,7 @@ def save_weights(
     packed: Iterable[str] = (),
     dtype: torch.dtype | None = None,
     metadata: dict[str, str] | None = None,
+    config_json: str | None = None,
 ) -> Path:
     """Write ``model``'s state dict atomically (temp file, then rename).
 
@@ -59,6 +63,8 @@ def save_weights(
         packed: State-dict keys to store packed (bitmask + nonzero values), for pruned weights.
         dtype: Store every floating-point tensor in this dtype (``torch.float16`` for fp16 runs).
         metadata: Text stored in the file's header (safetensors metadata).
+        config_json: The run config (``RunConfig.to_json()``), kept in the file's metadata so
+            the file alone can be imported as a run (:mod:`genlab.checkpoint_import`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +79,8 @@ def save_weights(
         else:
             state[k] = v.contiguous().clone()
     tmp = path.with_suffix(path.suffix + ".tmp")
+    if config_json is not None:
+        metadata = {**(metadata or {}), CONFIG_KEY: config_json}
     save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
@@ -91,6 +99,15 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise DataError(f"{path} is not a valid safetensors weights file ({err})") from None
+    return load_state(model, state, str(path))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load a plain-tensor state dict into ``model`` after checking every key and shape.
+
+    Raises:
+        DataError: a key is missing or unexpected, or a tensor's shape differs.
+    """
     own = model.state_dict()
     for key in [k[: -len(MASK)] for k in state if k.endswith(MASK)]:
         if key not in own or key + VALUES not in state:
@@ -98,17 +115,17 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         try:
             state[key] = _unpack(state.pop(key + MASK), state.pop(key + VALUES), own[key].shape)
         except ValueError as err:
-            raise DataError(f"{path} has a corrupt packed weight {key}: {err}") from None
+            raise DataError(f"{source} has a corrupt packed weight {key}: {err}") from None
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:
         raise DataError(
-            f"{path} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}"
+            f"{source} does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}"
         )
     for key, tensor in state.items():
         if tensor.shape != own[key].shape:
             raise DataError(
-                f"{path} does not fit this model: {key} has shape "
+                f"{source} does not fit this model: {key} has shape "
                 f"{tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
             )
     device = next(iter(own.values())).device if own else torch.device("cpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,9 +58,17 @@ def parse_value(text: str, annotation: Any, *, key: str) -> Any:
 
 
 def _coerce(value: Any, annotation: Any, *, key: str) -> Any:
-    """Accept JSON values for a field: ints for floats, strings parsed like ``--set``."""
+    """Accept JSON values for a field: ints for floats, strings parsed like ``--set``; every
+    float must be finite (NaN and ±inf are refused)."""
     if isinstance(value, str) and annotation is not str:
-        return parse_value(value, annotation, key=key)
+        value = parse_value(value, annotation, key=key)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Optional[X]
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(annotation)):
+            return None
+        annotation = args[0]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number (got {value})")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is int and isinstance(value, float) and value.is_integer():
@@ -77,6 +86,8 @@ def config_from_dict(cls: type, values: dict[str, Any], *, what: str = "config")
     Raises:
         ConfigError: an unknown key (the message lists the known ones) or a badly typed value.
     """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} must be a JSON object of settings (got {type(values).__name__})")
     hints = _field_types(cls)
     known = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(values) - set(known))
@@ -111,6 +122,11 @@ def parse_set_options(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:  # numpy's generators take seeds in [0, 2**32)
+        raise ConfigError(f"seed must be between 0 and 2**32 - 1 (got {seed})")
+
+
 # ----------------------------------------------------------------------------- config classes
 @dataclass(frozen=True)
 class DataConfig:
@@ -131,6 +147,7 @@ class DataConfig:
     def __post_init__(self):
         if not self.name:
             raise ConfigError("dataset name must not be empty; try digits, mnist5k or sprites")
+        _check_seed(self.seed)
         for key in ("holdout_fraction", "test_fraction"):
             v = getattr(self, key)
             if not 0 < v < 1:
@@ -163,6 +180,7 @@ class TrainConfig:
     fast_path: bool = True
 
     def __post_init__(self):
+        _check_seed(self.seed)
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
@@ -258,6 +276,8 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         from genlab.models import model_config  # the registry imports this module
 
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a JSON object (got {type(d).__name__})")
         unknown = sorted(set(d) - {"model", "model_config", "data", "train", "privacy"})
         if unknown or "model" not in d:
             raise ConfigError(f"not a run config (unexpected keys: {unknown or 'missing model'})")

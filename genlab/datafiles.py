@@ -1,7 +1,8 @@
 """Reading local image files: ``.npz`` archives and MNIST-style IDX folders (torchvision's layout).
 
 Every check raises :class:`~genlab.errors.DataError` with one line that names the file and what is
-wrong; nothing is unpickled (``allow_pickle=False``).
+wrong; nothing is unpickled (``allow_pickle=False``). The parsers that take bytes
+(:func:`parse_idx`, :func:`combine_idx`) also serve uploads (:mod:`genlab.uploads`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                 found = ", ".join(archive.files) or "nothing"
                 raise DataError(f"{path}: holds {found}; expected arrays x (images) and y (labels)")
             x, y = archive["x"], archive["y"]
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):  # not .npy members
+                raise DataError(f"{path}: x and y are not .npy arrays; expected numeric x and y")
     except (ValueError, *READ_ERRORS) as err:
         if isinstance(err, DataError):
             raise
@@ -51,6 +54,10 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: cannot read as .npz ({why}); expected numeric x and y") from None
     images = check_images(x, str(path))
     return images, check_labels(y, len(images), str(path))
+
+
+IDX_STEMS = {part: (f"{part}-images-idx3-ubyte", f"{part}-labels-idx1-ubyte")
+             for part in ("train", "t10k")}
 
 
 def load_idx_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -64,34 +71,46 @@ def load_idx_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         Images as float32 (N, 1, H, W) in [0, 1] and labels as int64 (N,).
     """
     raw = idx_raw_folder(Path(path))
+    found = {stem: f for pair in IDX_STEMS.values() for stem in pair
+             if (f := _idx_file(raw, stem)) is not None}
+    return combine_idx({stem: (f.name, read_idx(f)) for stem, f in found.items()}, str(raw))
+
+
+def combine_idx(arrays: dict[str, tuple[str, np.ndarray]], source: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Check and pool parsed IDX arrays: the ``train`` pair, and the ``t10k`` pair if present.
+
+    Args:
+        arrays: ``{stem: (file name, array)}`` for the stems of :data:`IDX_STEMS` that exist.
+        source: Where they come from, for messages.
+
+    Returns:
+        Images as float32 (N, 1, H, W) in [0, 1] and labels as int64 (N,).
+    """
     xs, ys = [], []
-    for part in ("train", "t10k"):
-        stems = (f"{part}-images-idx3-ubyte", f"{part}-labels-idx1-ubyte")
-        images, labels = (_idx_file(raw, stem) for stem in stems)
+    for part, stems in IDX_STEMS.items():
+        images, labels = (arrays.get(stem) for stem in stems)
         if part == "t10k" and images is None and labels is None:
             continue
         if images is None or labels is None:
             lacking = stems[0] if images is None else stems[1]
-            raise DataError(f"{raw}: {lacking}[.gz] is missing; expected images and labels")
-        x, y = read_idx(images), read_idx(labels)
+            raise DataError(f"{source}: {lacking}[.gz] is missing; expected images and labels")
+        (x_name, x), (y_name, y) = images, labels
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(
-                f"{images.name} holds {x.shape} and {labels.name} holds {y.shape}; "
+                f"{x_name} holds {x.shape} and {y_name} holds {y.shape}; "
                 "expected (N, H, W) images and (N,) labels with the same N"
             )
         xs.append(x)
         ys.append(y)
     if len({x.shape[1:] for x in xs}) > 1:
-        raise DataError(f"{raw}: train and t10k images differ in size; expected the same H×W")
-    x = check_images(np.concatenate(xs), str(raw))
-    return x, check_labels(np.concatenate(ys), len(x), str(raw))
+        raise DataError(f"{source}: train and t10k images differ in size; expected the same H×W")
+    x = check_images(np.concatenate(xs), source)
+    return x, check_labels(np.concatenate(ys), len(x), source)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse one IDX file (optionally ``.gz``) into an array in native byte order.
-
-    The format: magic ``00 00 <dtype code> <ndim>``, then ``ndim`` big-endian uint32 dims, then
-    the data, big-endian.
 
     Raises:
         DataError: An unreadable file, a bad magic number, or a data size that does not match.
@@ -101,19 +120,31 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except READ_ERRORS as err:
         raise DataError(f"{path}: cannot read ({one_line(err)})") from None
+    return parse_idx(raw, str(path))
+
+
+def parse_idx(raw: bytes, source: str) -> np.ndarray:
+    """Parse the bytes of one IDX file into an array in native byte order.
+
+    The format: magic ``00 00 <dtype code> <ndim>``, then ``ndim`` big-endian uint32 dims, then
+    the data, big-endian.
+
+    Raises:
+        DataError: A bad magic number, or a data size that does not match the header.
+    """
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[3] == 0:
-        raise DataError(f"{path}: bad IDX magic number 0x{raw[:4].hex()}; expected 00 00 xx ndim")
+        raise DataError(f"{source}: bad IDX magic number 0x{raw[:4].hex()}; expected 00 00 xx ndim")
     if raw[2] not in _IDX_DTYPES:
         codes = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
-        raise DataError(f"{path}: unknown IDX dtype code 0x{raw[2]:02x}; expected one of {codes}")
+        raise DataError(f"{source}: unknown IDX dtype code 0x{raw[2]:02x}; expected one of {codes}")
     dtype, header = np.dtype(_IDX_DTYPES[raw[2]]), 4 + 4 * raw[3]
     if len(raw) < header:
-        raise DataError(f"{path} is truncated: expected a {header}-byte header, found {len(raw)}")
+        raise DataError(f"{source} is truncated: expected a {header}-byte header, found {len(raw)}")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=raw[3], offset=4))
     expected, found = math.prod(dims) * dtype.itemsize, len(raw) - header
     if found != expected:
         problem = "is truncated" if found < expected else "is too long"
-        raise DataError(f"{path} {problem}: expected {expected} bytes of data, found {found}")
+        raise DataError(f"{source} {problem}: expected {expected} bytes of data, found {found}")
     data = np.frombuffer(raw, dtype, offset=header).reshape(dims)
     return data.astype(dtype.newbyteorder("="))
 

@@ -30,5 +30,9 @@ class RunNotFound(StoreError, LookupError):
         return str(self.args[0]) if self.args else "run not found"
 
 
+class OwnershipError(GenlabError, PermissionError):
+    """Someone who is neither a run's owner nor the teacher tried to delete or cancel it."""
+
+
 class TrainingCancelled(GenlabError):
     """Raised inside the training loop when the user cancels the run."""

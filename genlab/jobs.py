@@ -1,10 +1,12 @@
 """Running a stored run: in the foreground (``genlab train``) or in a background worker process.
 
 Training never runs inside a Streamlit script run. The dashboard calls :func:`submit`, which
-records a queued run and starts ``python -m genlab.jobs RUN`` as its own process session, so the
+records a queued run and starts ``python -m genlab.worker RUN`` (which waits for its device turn
+without torch, then runs :func:`worker_main`) as its own process session, so the
 job survives a closed tab or a restarted server. Workers write their progress to the store; pages
 poll it. One device runs one job at a time by default (``GENLAB_JOBS_PER_DEVICE`` raises that):
-a worker waits for a file lock on its device, and the run stays ``queued`` meanwhile.
+a worker waits for its turn in the device queue, round robin between owners
+(:mod:`genlab.fairqueue`), and the run stays ``queued`` meanwhile.
 
 A worker started with ``evaluate=True`` (``--evaluate``) also fills the run's whole three-axis
 record after training, in the same device slot, so a sweep whose driver is killed loses nothing;
@@ -27,10 +29,13 @@ from pathlib import Path
 
 import torch
 
+from genlab import fairqueue
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
+from genlab.fairqueue import jobs_per_device
 from genlab.fastpath import fit_cpu_threads
+from genlab.owners import Actor
 from genlab.procs import (
     EVALUATE_ERROR,
     EVALUATE_PID,
@@ -41,11 +46,6 @@ from genlab.runs import RunStore
 from genlab.train import Callback, Trainer, TrainResult, check_run, resolve_device, train_run
 from genlab.train_state import CHECKPOINT_FILE, CheckpointCallback, TrainState
 from genlab.viz import image_grid, save_png
-
-try:  # POSIX file locks serialise jobs per device; without them (Windows) jobs run at once.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 SAMPLE_GRID = "samples.png"
 
@@ -83,7 +83,7 @@ def write_artifacts(store: RunStore, run_id: str, cfg: RunConfig, model) -> Path
     """Config, weights and a sample grid in the run's folder."""
     folder = store.artifacts_dir(run_id)
     (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    save_weights(model, folder / WEIGHTS_FILE)
+    save_weights(model, folder / WEIGHTS_FILE, config_json=cfg.to_json())
     gen = torch.Generator().manual_seed(cfg.train.seed)
     save_png(image_grid(model.sample(64, generator=gen), nrow=8, scale=2), folder / SAMPLE_GRID)
     return folder
@@ -121,37 +121,15 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
 
 
 # ------------------------------------------------------------------------------- background
-def jobs_per_device() -> int:
-    return max(1, int(os.environ.get("GENLAB_JOBS_PER_DEVICE", "1")))
-
-
 @contextlib.contextmanager
-def device_slot(store: RunStore, run_id: str, device: str, *, poll: float = 0.5) -> Iterator[None]:
-    """Wait for a free job slot on ``device``; give up if the run is cancelled meanwhile."""
-    if fcntl is None:
+def device_slot(
+    store: RunStore, run_id: str, device: str, *, poll: float = 0.5, ticket: int | None = None
+) -> Iterator[None]:
+    """Wait for this job's turn on ``device`` (round robin between owners, see
+    :mod:`genlab.fairqueue`); give up if the run is cancelled meanwhile."""
+    with fairqueue.turn(store, run_id, device, slots=jobs_per_device(), ticket=ticket, poll=poll,
+                        cancelled=lambda: store.cancel_requested(run_id)):
         yield
-        return
-    lock_dir = store.home / "locks"
-    lock_dir.mkdir(exist_ok=True)
-    handles = [open(lock_dir / f"{device}-{i}.lock", "w") for i in range(jobs_per_device())]
-    try:
-        while True:
-            for fh in handles:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-                return
-            if store.cancel_requested(run_id):
-                raise TrainingCancelled(f"run {run_id} was cancelled while queued")
-            time.sleep(poll)
-    finally:
-        for fh in handles:
-            fh.close()
 
 
 def submit(
@@ -182,7 +160,10 @@ def submit(
 def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int:
     """Start the background worker of a queued run (new, or reset by ``RunStore.requeue``);
     returns its pid."""
-    proc = _spawn(store, run_id, [run_id] + (["--evaluate"] if evaluate else []), "worker.log")
+    ticket = _ticket(store, run_id)
+    args = [run_id, *ticket.args] + (["--evaluate"] if evaluate else [])
+    proc = _spawn(store, run_id, args, "worker.log")
+    ticket.attach(proc.pid)
     store.set_pid(run_id, proc.pid)
     if evaluate:
         _mark_evaluating(store, run_id, proc.pid)
@@ -193,9 +174,31 @@ def submit_evaluation(store: RunStore, run_id: str) -> int:
     """Evaluate a finished run (the whole record, full audit) in a background worker; returns
     its pid. The sweep's plan counts the run active while its ``evaluate.pid`` marker lives."""
     run_id = store.get(run_id).id
-    proc = _spawn(store, run_id, ["--evaluate-only", run_id], "evaluate.log")
+    ticket = _ticket(store, run_id)
+    proc = _spawn(store, run_id, ["--evaluate-only", run_id, *ticket.args], "evaluate.log")
+    ticket.attach(proc.pid)
     _mark_evaluating(store, run_id, proc.pid)
     return proc.pid
+
+
+class _Place:
+    """A job's place in the device queue, taken when it is submitted (None: the worker takes
+    one itself, or records why the run's device cannot be used)."""
+
+    def __init__(self, store: RunStore, ticket: int | None):
+        self.store, self.ticket = store, ticket
+        self.args = [] if ticket is None else ["--ticket", str(ticket)]
+
+    def attach(self, pid: int) -> None:
+        if self.ticket is not None:
+            fairqueue.attach(self.store, self.ticket, pid)
+
+
+def _ticket(store: RunStore, run_id: str) -> _Place:
+    try:
+        return _Place(store, fairqueue.enqueue(store, run_id, _run_device(store, run_id)))
+    except GenlabError:  # e.g. --device cuda without a GPU: the worker fails the run, as before
+        return _Place(store, None)
 
 
 def _mark_evaluating(store: RunStore, run_id: str, pid: int) -> None:
@@ -212,7 +215,7 @@ def _spawn(store: RunStore, run_id: str, args: list[str], log_name: str) -> subp
     log = open(store.artifacts_dir(run_id) / log_name, "ab")
     env = {**os.environ, "GENLAB_HOME": str(store.home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genlab.jobs", *args],
+        [sys.executable, "-m", "genlab.worker", *args],  # waits light, then runs worker_main
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -251,9 +254,10 @@ def audit_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:
     return False, error or "the audit's worker stopped before it finished"
 
 
-def cancel(store: RunStore, run_id: str) -> str:
-    """Ask a queued or running job to stop; returns the run's status at the time of asking."""
-    return store.request_cancel(run_id)
+def cancel(store: RunStore, run_id: str, *, actor: Actor | None = None) -> str:
+    """Ask a queued or running job to stop; returns the run's status at the time of asking.
+    OwnershipError if ``actor`` is neither the run's owner nor the teacher."""
+    return store.request_cancel(run_id, actor=actor)
 
 
 def wait(store: RunStore, run_id: str, *, timeout: float = 600, poll: float = 0.25) -> str:
@@ -307,6 +311,10 @@ def _run_device(store: RunStore, run_id: str) -> str:
     return resolve_device(RunConfig.from_dict(store.get(run_id).config).train.device).type
 
 
+def _run_slot(store: RunStore, run_id: str, ticket: int | None):
+    return device_slot(store, run_id, _run_device(store, run_id), ticket=ticket)
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     """Entry point of a background worker: ``python -m genlab.jobs RUN_ID [--evaluate]`` trains
     a queued run (and then evaluates it); ``python -m genlab.jobs --evaluate-only RUN_ID``
@@ -318,6 +326,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--ticket", type=int, default=None)  # its place in the device queue
     args = parser.parse_args(argv)
     fit_cpu_threads()  # the cores other processes leave free (see genlab.fastpath)
     store = RunStore(recover=False)
@@ -326,7 +335,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     marker = store.artifacts_dir(args.run_id) / EVALUATE_PID
     if args.evaluate_only:
         try:
-            with device_slot(store, args.run_id, _run_device(store, args.run_id)):
+            with _run_slot(store, args.run_id, args.ticket):
                 return evaluate_main(store, args.run_id)
         except Exception as err:  # before evaluating: an unknown run or an unusable device
             (marker.parent / EVALUATE_ERROR).write_text(_one_line(err))
@@ -334,7 +343,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         finally:
             marker.unlink(missing_ok=True)
     try:
-        with device_slot(store, args.run_id, _run_device(store, args.run_id)):
+        with _run_slot(store, args.run_id, args.ticket):
             execute_run(store, args.run_id)
             if args.evaluate:  # in the same slot: evaluation trains a reference model
                 return evaluate_main(store, args.run_id)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genlab.errors import RunNotFound, StoreError
+from genlab.owners import Actor, check_may_modify
 from genlab.paths import genlab_home
 from genlab.procs import pid_alive, process_stat
 
@@ -180,10 +181,10 @@ class RunStore:
             (run_id, len(run_id), run_id),
         ).fetchall()
         if not rows:
-            raise RunNotFound(f"unknown run '{run_id}'; `genlab runs list` shows the runs")
+            raise RunNotFound(f"unknown run {run_id!r}; `genlab runs list` shows the runs")
         if len(rows) > 1:
             names = ", ".join(r["id"] for r in rows)
-            raise StoreError(f"run prefix '{run_id}' is ambiguous ({names}); give more characters")
+            raise StoreError(f"run prefix {run_id!r} is ambiguous ({names}); give more characters")
         return rows[0]
 
     @staticmethod
@@ -199,7 +200,7 @@ class RunStore:
     def artifacts_dir(self, run_id: str) -> Path:
         """The run's artifact folder ``<home>/runs/<run_id>/``, created on demand."""
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", run_id):
-            raise StoreError(f"'{run_id}' is not a run id; `genlab runs list` shows the runs")
+            raise StoreError(f"{run_id!r} is not a run id; `genlab runs list` shows the runs")
         path = self.home / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -356,10 +357,12 @@ class RunStore:
         """Mark the run cancelled (its worker stopped, or it never started)."""
         self._update(run_id, status="cancelled", cancel_requested=1, finished=time.time())
 
-    def request_cancel(self, run_id: str) -> str:
-        """Ask an active run to stop and return its status; a no-op for a run that ended."""
+    def request_cancel(self, run_id: str, *, actor: Actor | None = None) -> str:
+        """Ask an active run to stop and return its status; a no-op for a run that ended.
+        OwnershipError if ``actor`` is neither its owner nor the teacher (see genlab.owners)."""
         with self._connect(write=True) as conn:
             row = self._row(conn, run_id)
+            check_may_modify(row["id"], row["owner"], actor, "cancel")
             if row["status"] in ACTIVE:
                 self._set(conn, row["id"], cancel_requested=1)
             return row["status"]
@@ -375,10 +378,12 @@ class RunStore:
             record = {**json.loads(row["record"]), block: values}
             self._set(conn, row["id"], record=json.dumps(record))
 
-    def delete(self, run_id: str) -> None:
-        """Remove the run, its history and artifact folder; StoreError while its worker lives."""
+    def delete(self, run_id: str, *, actor: Actor | None = None) -> None:
+        """Remove the run, its history and artifact folder; StoreError while its worker lives,
+        OwnershipError if ``actor`` is neither its owner nor the teacher (see genlab.owners)."""
         with self._connect(write=True) as conn:
             row = self._row(conn, run_id)
+            check_may_modify(row["id"], row["owner"], actor, "delete")
             if row["status"] in ACTIVE and _worker_alive(row, time.time()):
                 raise StoreError(
                     f"run '{row['id']}' is {row['status']} (worker pid {row['pid']}); "

@@ -52,13 +52,19 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 6
 
 
 @contextmanager
-def dashboard_server(home: Path, log: Path):
-    """A dashboard server on a free loopback port over ``home``; yields its URL."""
+def dashboard_server(home: Path, log: Path, *, env: dict | None = None,
+                     args: tuple[str, ...] = ()):
+    """A dashboard server on a free loopback port over ``home``; yields its URL.
+
+    Args:
+        env: Extra environment variables (e.g. ``GENLAB_CLASSROOM``).
+        args: Extra ``streamlit run`` options (e.g. ``--secrets.files PATH``).
+    """
     port = free_port()
-    env = {**os.environ, "GENLAB_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "GENLAB_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", *args]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)

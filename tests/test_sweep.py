@@ -3,7 +3,6 @@ idempotence, a failing run, and a sweep driver killed with SIGKILL mid-sweep."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from genlab import jobs
+from genlab import fairqueue, jobs
 from genlab.config import make_run_config
 from genlab.errors import ConfigError, StoreError
 from genlab.procs import EVALUATE_ERROR, EVALUATE_PID, write_pid_marker
@@ -314,12 +313,10 @@ def test_sweep_trains_then_evaluates_in_place_then_does_nothing(store):
 @pytest.mark.slow
 def test_a_failed_run_does_not_stop_the_sweep_and_is_retried_in_its_row(store):
     spec = SweepSpec(**TINY, epsilons=(math.inf,), seeds=(0, 1))
-    lock_dir = store.home / "locks"
-    lock_dir.mkdir()
     device = jobs.resolve_device("auto").type
     result: dict = {}
-    with open(lock_dir / f"{device}-0.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker waits for the device, queued
+    # This test holds the device, so the first worker waits for it, queued.
+    with fairqueue.turn(store, "device-holder", device, owner="test"):
         driver = threading.Thread(target=lambda: result.update(
             ids=run_sweep(store, spec, evaluate=False, jobs=1, poll=0.2)))
         driver.start()
@@ -332,8 +329,7 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_retried_in_its_row(store):
         (victim,) = store.list()
         time.sleep(1.0)  # past the worker's start-up, into its wait for the device
         os.kill(victim.pid, signal.SIGKILL)
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        driver.join(timeout=120)
+    driver.join(timeout=120)
     assert not driver.is_alive()
     ids = result["ids"]
     assert ids[0] == victim.id

@@ -3,6 +3,7 @@
 Pages ``import services`` and call ``services.X``; they read their widgets, call these functions
 and render what comes back. The modules behind this door:
 
+- :mod:`services.access`: classroom mode: the shared password, owner names, the teacher role;
 - :mod:`services.core`: the run store, runs, training forms and the shared model loader;
 - :mod:`services.explore`: the Explore page's pictures (samples, class rows, mixture components,
   reconstructions, traversals, interpolations) and what each model can show;
@@ -13,18 +14,32 @@ and render what comes back. The modules behind this door:
   most exposed training images; :mod:`services.privacy_plots`: the privacy charts;
 - :mod:`services.lessons`: Home's lesson presets: launch one's sweep, follow it, link the answer;
 - :mod:`services.sweeps`: the Trade-offs page's sweep launcher: check a grid, start it, follow it;
+- :mod:`services.uploads`: uploaded datasets (Train) and checkpoint imports (Explore);
 - :mod:`services.tradeoffs`: the Trade-offs page's runs (or the demo records), its view in the
   URL and its exports; the figures come from :mod:`genlab.tradeoff_plots`.
 """
 
 from genlab.fidelity import FD_NOTE
 
+from .access import (
+    actor,
+    become_teacher,
+    can_modify,
+    classroom_mode,
+    is_teacher,
+    owner_name,
+    password_required,
+    sign_in,
+    teacher_available,
+    unlock,
+)
 from .core import (
     DEFAULT_MODEL,
     TRAIN_DEFAULTS,
     cancel_run,
     datasets,
     default_model,
+    delete_run,
     elapsed_seconds,
     get_store,
     list_runs,
@@ -32,6 +47,7 @@ from .core import (
     loss_figure,
     model_fields,
     models,
+    queue_position,
     run_history,
     run_info,
     runs_table,
@@ -118,6 +134,15 @@ from .tradeoffs import (
     tradeoff_table,
     view_params,
 )
+from .uploads import (
+    UPLOAD_TYPES,
+    dataset_label,
+    dataset_options,
+    import_checkpoint,
+    import_dataset,
+    upload_limit_mb,
+    weights_file,
+)
 
 __all__ = [
     "AXES",
@@ -130,29 +155,38 @@ __all__ = [
     "FD_NOTE",
     "GOOD_EPSILON",
     "GUTTER",
+    "IG_DELTA_WARN",
     "LATENT_WIDTH",
     "SWEEP_DEFAULTS",
     "TABLE_FORMATS",
     "TARGET_PX",
     "TRAIN_DEFAULTS",
     "TradeoffView",
+    "UPLOAD_TYPES",
     "accountants",
+    "actor",
     "answer_links",
     "attribution_figure",
     "audit_state",
     "axis_label",
+    "become_teacher",
+    "can_modify",
     "cancel_run",
     "capabilities",
     "caption_cells",
     "check_dp_settings",
     "class_grid",
     "class_labels",
+    "classroom_mode",
     "component_grid",
     "component_weights",
     "compute_interpretability",
+    "dataset_label",
+    "dataset_options",
     "datasets",
     "default_model",
     "default_view",
+    "delete_run",
     "demo_path",
     "drift",
     "drift_candidates",
@@ -171,10 +205,13 @@ __all__ = [
     "format_epsilon",
     "get_store",
     "grid_scale",
+    "import_checkpoint",
+    "import_dataset",
     "interpolation_grid",
     "interpretability_record",
     "is_audited",
     "is_private",
+    "is_teacher",
     "label_rows",
     "latent_map_figure",
     "lesson_status",
@@ -186,12 +223,15 @@ __all__ = [
     "methods",
     "model_fields",
     "models",
+    "owner_name",
     "parallel_figure",
     "pareto_figure",
     "parse_view",
+    "password_required",
     "plan",
     "plan_figure",
     "privacy_block",
+    "queue_position",
     "reconstruction_grid",
     "regions",
     "report_html",
@@ -205,18 +245,23 @@ __all__ = [
     "runs_table",
     "sample_grid",
     "scatter_matrix_figure",
+    "sign_in",
     "start_lesson",
     "start_run",
     "start_sweep",
     "sweep_progress",
     "sweep_spec",
     "target_spec",
+    "teacher_available",
     "tradeoff_runs",
     "tradeoff_summary",
     "tradeoff_table",
     "train_defaults",
     "train_size",
     "traversal_grid",
+    "unlock",
+    "upload_limit_mb",
     "view_params",
     "weights_figure",
+    "weights_file",
 ]

@@ -17,12 +17,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from genlab import data as gdata
-from genlab import jobs
+from genlab import fairqueue, jobs
 from genlab.checkpoint import load_run_model
 from genlab.config import make_run_config
+from genlab.errors import OwnershipError
 from genlab.models import config_fields, model_entry, model_names
+from genlab.owners import Actor
 from genlab.paths import genlab_home
 from genlab.runs import ACTIVE, RunInfo, RunStore
+
+from . import access
 
 TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3}  # TrainConfig's defaults
 
@@ -59,14 +63,14 @@ def run_info(run_id: str) -> RunInfo:
 
 
 def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
-    """A display table of runs: id, model, dataset, status, epochs, test loss, created."""
+    """A display table of runs: id, owner, model, dataset, status, epochs, test loss, created."""
     rows = [{
-        "id": r.id, "model": r.model, "dataset": r.dataset, "status": r.status,
+        "id": r.id, "owner": r.owner, "model": r.model, "dataset": r.dataset, "status": r.status,
         "epochs": r.summary.get("epochs", r.config.get("train", {}).get("epochs")),
         "test loss": r.summary.get("test_loss"),
         "created": datetime.fromtimestamp(r.created).replace(microsecond=0),  # server's time
     } for r in runs]
-    columns = ["id", "model", "dataset", "status", "epochs", "test loss", "created"]
+    columns = ["id", "owner", "model", "dataset", "status", "epochs", "test loss", "created"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -83,12 +87,39 @@ def start_run(model: str, dataset: str, epochs: int, seed: int, batch_size: int,
     overrides = {**model_settings, "batch_size": int(batch_size), "lr": float(lr)}
     cfg = make_run_config(model, dataset, epochs=int(epochs), seed=int(seed), overrides=overrides,
                           privacy=privacy)
-    return jobs.submit(get_store(), cfg, owner="dashboard")
+    return jobs.submit(get_store(), cfg, owner=access.owner_name())
+
+
+def _acting() -> Actor:
+    who = access.actor()
+    if who is None:  # the sign-in gate comes first, so only a stale session gets here
+        raise OwnershipError("sign in with your name first")
+    return who
 
 
 def cancel_run(run_id: str) -> str:
-    """Ask a queued or running run to stop; returns its status at the time of asking."""
-    return jobs.cancel(get_store(), run_id)
+    """Ask a queued or running run to stop; returns its status at the time of asking.
+
+    Raises:
+        OwnershipError: this session is neither the run's owner nor the teacher.
+    """
+    return jobs.cancel(get_store(), run_id, actor=_acting())
+
+
+def delete_run(run_id: str) -> None:
+    """Delete an ended run, its history and artifacts.
+
+    Raises:
+        OwnershipError: this session is neither the run's owner nor the teacher.
+        StoreError: the run is still queued or running.
+    """
+    get_store().delete(run_id, actor=_acting())
+
+
+def queue_position(run_id: str) -> int | None:
+    """How many jobs start before this queued run on its device (owners take turns); None when
+    it is not waiting in the device queue."""
+    return fairqueue.position(get_store(), run_id)
 
 
 def run_history(run_id: str) -> pd.DataFrame:

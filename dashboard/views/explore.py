@@ -4,7 +4,8 @@ interpolations of a finished run. Which tabs a run gets follows from what its mo
 
 The run comes from ``?run=<id>`` when the URL has one (the Train page links here that way), else
 from the selectbox, newest first. Every picture comes from a cached service, so moving a slider
-back to an earlier value is instant.
+back to an earlier value is instant. A run's weights can be downloaded, and a checkpoint
+imported as a new run (checked in genlab: size, shapes, no pickle).
 """
 
 import services
@@ -153,7 +154,39 @@ def show_interpolation(run_id: str, latent_dim: int, has_encoder: bool) -> None:
              output_format="PNG")
 
 
+def import_panel() -> None:
+    """Upload a run's weights file (and, for an older run, its config.json) as a new run."""
+    with st.expander("Import a checkpoint"):
+        files = st.file_uploader(
+            "A run's weights.safetensors (from the Download button, or its run folder); add the "
+            "run's config.json if the weights file does not carry its config",
+            type=["safetensors", "json"], accept_multiple_files=True, key="explore_import_files",
+            help=f"At most {services.upload_limit_mb():.0f} MB. Only plain tensors are read: "
+                 "nothing in the file can run code.")
+        if not st.button("Import", key="explore_import", disabled=not files,
+                         icon=":material/upload:"):
+            return
+        weights = [f for f in files if f.name.lower().endswith(".safetensors")]
+        configs = [f for f in files if f.name.lower().endswith(".json")]
+        if len(weights) != 1 or len(configs) > 1:
+            st.error("Choose one .safetensors file, and at most one config.json.")
+            return
+        try:
+            run_id = services.import_checkpoint(
+                weights[0].name, weights[0].getvalue(),
+                configs[0].getvalue() if configs else None)
+        except GenlabError as err:
+            st.error(str(err))
+            return
+        st.session_state["explore_notice"] = f"Imported {weights[0].name} as run {run_id}."
+        st.query_params["run"] = run_id
+        st.rerun()
+
+
 st.title("Explore a run")
+import_panel()
+if notice := st.session_state.pop("explore_notice", None):
+    st.success(notice)
 try:
     finished = services.list_runs(status="finished", limit=200)
 except GenlabError as err:
@@ -192,6 +225,14 @@ loss.metric("Test loss", "—" if test_loss is None else f"{test_loss:.2f}",
 params.metric("Parameters", f"{run.summary.get('params', 0):,}")
 device.metric("Device", run.summary.get("device", "—"))
 seconds.metric("Train time", f"{run.summary.get('train_seconds', 0):.1f} s")
+if run.summary.get("imported_from"):
+    st.caption(f"Imported from {run.summary['imported_from']} by {run.owner or 'the operator'}: "
+               "no training history.")
+st.download_button("Download weights", lambda: services.weights_file(run_id),  # read on click
+                   file_name=f"{run_id}.safetensors", mime="application/octet-stream",
+                   key="explore_download", icon=":material/download:",
+                   help="Plain tensors with the run's config inside: import it on another "
+                        "genlab with Import a checkpoint.")
 
 performance = run.record.get("performance")
 if performance:

@@ -1,6 +1,7 @@
 """Train: choose a model and data, set the model's config, start a background run, follow it live.
 
 The form is built from the model's config fields, so a new model family needs no change here.
+Besides the built-in datasets, a user may upload their own (checked in genlab before it is kept).
 With differential privacy on, the page shows the planned ε (or the σ a target ε needs) for the
 current data, batch size and epochs before anything starts; it is not an ``st.form``, so the plan
 follows every change. Training runs in a worker process (``services.start_run``); the live panel
@@ -23,6 +24,23 @@ def reset_train_defaults() -> None:
     """A new model, dataset or DP switch brings its own default epochs, batch size and lr."""
     for key in ("train_epochs", "train_batch_size", "train_lr"):
         st.session_state.pop(key, None)
+
+
+def add_upload() -> None:
+    """The uploader's callback: check and keep the file, then select it as the dataset."""
+    upload = st.session_state.get("train_upload")
+    if upload is None:
+        return
+    try:
+        name = services.import_dataset(upload.name, upload.getvalue())
+    except GenlabError as err:
+        st.session_state["train_upload_error"] = str(err)
+        return
+    st.session_state["train_dataset"] = name
+    reset_train_defaults()
+    st.session_state["train_upload_notice"] = (
+        f"{upload.name} is checked and ready: it is now the dataset "
+        f"({services.train_size(name):,} training images).")
 
 
 def field_widget(model: str, field: dict):
@@ -120,15 +138,23 @@ def format_elapsed(seconds: float | None) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-def live_panel(run_id: str, was_active: bool) -> None:
+def cancel(run_id: str) -> None:
+    """The Cancel button's callback; genlab refuses a run that is not this session's."""
+    try:
+        services.cancel_run(run_id)
+    except GenlabError as err:
+        st.session_state["train_action_error"] = str(err)
+
+
+def live_panel(run_id: str, was_status: str) -> None:
     """Status, progress, loss curve and, once finished, samples of one run."""
     try:
         info = services.run_info(run_id)
     except GenlabError as err:
         st.error(str(err))
         return
-    if was_active and info.status not in ACTIVE:
-        st.rerun()  # the run ended: redraw the page once, without polling
+    if info.status != was_status:
+        st.rerun()  # it started or ended: redraw the page once, polling at the new pace
     history = services.run_history(run_id)
     epochs = info.config.get("train", {}).get("epochs")
     last = history.iloc[-1] if len(history) else None
@@ -140,18 +166,37 @@ def live_panel(run_id: str, was_active: bool) -> None:
                 help="Negative ELBO or NLL on the test split, in nats per image; lower is better.")
     st.progress(min(max(info.progress, 0.0), 1.0), text=f"{info.progress:.0%}")
 
+    st.caption(f"Owner: {info.owner or 'the command line'}")
     if info.status == "queued":
-        st.info("Waiting for a free device: one job trains at a time per device.")
+        ahead = services.queue_position(run_id)
+        line = "" if ahead is None else f" {ahead} job{'s' * (ahead != 1)} ahead of it."
+        st.info("Waiting for a free device: one job trains at a time per device, and owners "
+                f"take turns.{line}")
+    allowed = services.can_modify(info)
+    refused = None if allowed else f"Only {info.owner or 'the teacher'} or the teacher can"
+    if error := st.session_state.pop("train_action_error", None):
+        st.error(error)
     if info.status in ACTIVE:
         if info.cancel_requested:
             st.warning("Cancel requested; the worker stops at its next check.")
         else:  # the callback runs before the rerun, so the rerun shows the request
             st.button("Cancel", key="train_cancel", icon=":material/stop_circle:",
-                      on_click=services.cancel_run, args=(run_id,))
-    elif info.status == "failed":
-        st.error(f"The run failed: {info.error or 'no error message was recorded'}")
-    elif info.status == "cancelled":
-        st.warning("This run was cancelled.")
+                      on_click=cancel, args=(run_id,), disabled=not allowed,
+                      help=refused and f"{refused} cancel this run.")
+    else:
+        if info.status == "failed":
+            st.error(f"The run failed: {info.error or 'no error message was recorded'}")
+        elif info.status == "cancelled":
+            st.warning("This run was cancelled.")
+        if st.button("Delete run", key="train_delete", icon=":material/delete:",
+                     disabled=not allowed, help=refused and f"{refused} delete this run."):
+            try:
+                services.delete_run(run_id)
+            except GenlabError as err:
+                st.error(str(err))
+            else:
+                st.session_state["train_notice"] = f"Deleted run {run_id}."
+                st.rerun(scope="app")  # the run list changes
 
     if len(history):
         st.plotly_chart(services.loss_figure(history), key=f"train_loss_{run_id}")
@@ -176,8 +221,19 @@ model_options = services.models()
 model = model_col.selectbox("Model", model_options, key="train_model",
                             index=model_options.index(services.default_model()),
                             on_change=reset_train_defaults)
-dataset = data_col.selectbox("Dataset", services.datasets(), key="train_dataset",
-                             on_change=reset_train_defaults)
+dataset = data_col.selectbox("Dataset", services.dataset_options(), key="train_dataset",
+                             format_func=services.dataset_label, on_change=reset_train_defaults)
+with data_col.expander("Use your own data"):
+    st.file_uploader(
+        "A .npz with x (images) and y (labels), or a .zip of an MNIST-style IDX folder or of an "
+        "image folder (one subfolder per class)", type=list(services.UPLOAD_TYPES),
+        key="train_upload", on_change=add_upload,
+        help=f"At most {services.upload_limit_mb():.0f} MB. The file is checked before it is "
+             "kept: grey-scale images of one size, integer labels, nothing pickled.")
+    if error := st.session_state.pop("train_upload_error", None):
+        st.error(error)
+    if notice := st.session_state.pop("train_upload_notice", None):
+        st.success(notice)
 # The DP switch is drawn further down; its state from the last run picks DP-SGD's defaults.
 defaults = services.train_defaults(model, dataset, private=st.session_state.get("train_dp", False))
 
@@ -215,6 +271,8 @@ elif start:
                    "not stop it.")
 
 st.header("Live run")
+if notice := st.session_state.pop("train_notice", None):
+    st.success(notice)
 try:
     runs = services.list_runs(limit=20)
 except GenlabError as err:
@@ -225,11 +283,18 @@ if not runs:
     st.stop()
 
 statuses = {r.id: r.status for r in runs}
-if st.session_state.get("train_follow") not in statuses:
-    st.session_state["train_follow"] = runs[0].id
+mine = st.session_state.get("train_follow")
+if mine and mine not in statuses:  # in a busy class one's own run leaves the newest 20
+    try:
+        statuses[mine] = services.run_info(mine).status
+    except GenlabError:  # deleted meanwhile
+        st.session_state["train_follow"] = runs[0].id
 # Plain ids as labels: the browser keeps a keyed selectbox's labels, so a status in them would
 # go stale. The status is shown in the panel below.
 followed = st.selectbox("Run", list(statuses), key="train_follow",
                         help="Your latest run, or any recent one (newest first).")
-active = statuses[followed] in ACTIVE
-st.fragment(live_panel, run_every=1.0 if active else None)(followed, active)
+# A running run's panel refreshes every second; a queued one's only every 3 s, since only its
+# place in line changes: with a class of 20 most runs wait, and each refresh is a script run.
+POLL_S = {"running": 1.0, "queued": 3.0}
+status = statuses[followed]
+st.fragment(live_panel, run_every=POLL_S.get(status))(followed, status)

@@ -68,7 +68,12 @@ def model_config(name: str, values: dict[str, Any] | None = None, **overrides: A
 def build(
     name: str, *, shape: tuple[int, int, int], num_classes: int, config=None, **overrides: Any
 ) -> GenerativeModel:
-    """Instantiate model ``name`` for data of ``shape`` (C, H, W) with ``num_classes`` labels."""
+    """Instantiate model ``name`` for data of ``shape`` (C, H, W) with ``num_classes`` labels.
+
+    Raises:
+        ConfigError: an unknown name or config, or settings no network can be built from (sizes
+            that overflow or do not fit in memory).
+    """
     cls, config_cls = model_entry(name)
     if config is None:
         config = model_config(name, **overrides)
@@ -78,7 +83,13 @@ def build(
         raise ConfigError(
             f"model {name!r} needs a {config_cls.__name__}, got {type(config).__name__}"
         )
-    return cls(config, shape=tuple(shape), num_classes=int(num_classes))
+    try:
+        return cls(config, shape=tuple(shape), num_classes=int(num_classes))
+    except (RuntimeError, TypeError, OverflowError, MemoryError) as err:  # e.g. hidden=10**17
+        text = " ".join(str(err).split()[:12])  # torch's messages run to C++ stack frames
+        raise ConfigError(
+            f"model {name!r} cannot be built with these settings ({text}); try smaller sizes"
+        ) from None
 
 
 def config_fields(name: str) -> list[dict[str, Any]]:

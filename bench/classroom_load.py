@@ -1,0 +1,394 @@
+"""Twenty students at once: does the classroom server keep every run and stay responsive?
+
+Usage::
+
+    flock /work/heavy.lock python bench/classroom_load.py [--students 20] [--epochs 1]
+
+What it does, all on this machine:
+
+1. starts the real app server (``streamlit run dashboard/app.py``) on a free port in classroom
+   mode, with a class password, over a fresh temporary ``GENLAB_HOME``;
+2. opens one headless Chromium with one browser context per student; each gives the password and
+   its own owner name, opens Train, sets the epochs and starts a tiny VAE on ``digits``, all at
+   about the same moment;
+3. while the jobs queue and train, every student keeps moving between Home and Train; each move
+   is timed from the click until the new page's text is shown and Streamlit reports the script
+   run done (``[data-testid="stApp"][data-test-script-state="notRunning"]``);
+4. checks in the store that every student has exactly one run and that all of them finished;
+5. samples memory every half second: RSS and PSS of the server, of the job workers, of the
+   browser (Playwright's driver and Chromium) and of this script.
+
+Writes ``bench/results/classroom_load.json``: page response p50 / p95 / max while jobs ran, the
+total time, peak memory, the load average, the start order of the runs and the machine. The
+target is p95 <= 3 s on this project's 2-core machine. Note that the 20 browsers run on the same
+2 cores as the server and the workers here, which a real classroom does not do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "classroom_load.json"
+CHROMIUM = os.environ.get("GENLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+PASSWORD = "load test"
+TARGET_P95_S = 3.0
+PAGES = {"Home": "Lessons for class", "Train": "Live run"}  # link -> text only that page shows
+IDLE_JS = """([text]) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const main = document.querySelector('[data-testid="stMain"]');
+  return app && main && app.getAttribute('data-test-script-state') === 'notRunning'
+      && main.innerText.includes(text);
+}"""
+
+
+# ----------------------------------------------------------------------------- the server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(home: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    secrets = work / "secrets.toml"
+    secrets.write_text(f'[classroom]\npassword = "{PASSWORD}"\n')
+    port = free_port()
+    env = {**os.environ, "GENLAB_HOME": str(home), "GENLAB_CLASSROOM": "1",
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+           "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--secrets.files", str(secrets)]
+    log = open(work / "streamlit.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.read().decode().strip() == "ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    sys.exit(f"the server did not start:\n{(work / 'streamlit.log').read_text()[-2000:]}")
+
+
+# ----------------------------------------------------------------------------- memory
+def _proc_table() -> dict[int, tuple[int, str]]:
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(stat[stat.rindex(")") + 2:].split()[1]), cmd)
+    return table
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in kB; PSS shares each shared page among its users."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of one process so far (fields 14 and 15 of proc(5))."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(cpu: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each role used while sampled (a process is counted as last seen)."""
+    out: dict[str, float] = {}
+    for role, seconds in cpu.values():
+        out[role] = out.get(role, 0.0) + seconds
+    return out
+
+
+class MemorySampler(threading.Thread):
+    """Every ``every`` seconds, the memory of this script's whole process tree, by role."""
+
+    def __init__(self, server_pid: int, every: float = 0.5):
+        super().__init__(daemon=True)
+        self.server_pid, self.every = server_pid, every
+        self.samples: list[dict] = []
+        self.stop = threading.Event()
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds last seen)
+
+    def snapshot(self) -> dict:
+        table, me = _proc_table(), os.getpid()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        tree, todo = [], [me]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        roles = {"server": [0, 0], "workers": [0, 0], "browser": [0, 0], "bench": [0, 0]}
+        workers = 0
+        for pid in tree:
+            cmd = table.get(pid, (0, ""))[1]
+            role = ("bench" if pid == me else "server" if pid == self.server_pid
+                    else "workers" if "genlab.worker" in cmd or "genlab.jobs" in cmd
+                    else "browser")
+            workers += role == "workers"
+            self.cpu[pid] = (role, _cpu_seconds(pid) or self.cpu.get(pid, (role, 0.0))[1])
+            rss, pss = _memory_kb(pid)
+            roles[role][0] += rss
+            roles[role][1] += pss
+        return {"t": time.monotonic(), "workers": workers, "load1": os.getloadavg()[0],
+                **{f"{role}_{kind}_mb": value / 1024 for role, (rss, pss) in roles.items()
+                   for kind, value in (("rss", rss), ("pss", pss))}}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append(self.snapshot())
+            self.stop.wait(self.every)
+
+
+# ----------------------------------------------------------------------------- students
+async def wait_page(page, text: str, timeout_s: float = 90) -> None:
+    await page.wait_for_function(IDLE_JS, arg=[text], polling=50, timeout=timeout_s * 1000)
+
+
+async def sign_in(page, url: str, name: str) -> None:
+    await page.goto(url)
+    await page.locator("input[type=password]").fill(PASSWORD)
+    await page.get_by_role("button", name="Enter").click()
+    await page.get_by_label("Your name", exact=True).and_(page.locator("input")).fill(name)
+    await page.get_by_role("button", name="Start").click()
+    await wait_page(page, PAGES["Home"], timeout_s=180)
+
+
+async def submit(page, epochs: int) -> float:
+    """Open Train, set the epochs, start the run; returns when the page confirms it."""
+    await page.get_by_role("link", name="Train").first.click()
+    await wait_page(page, PAGES["Train"], timeout_s=180)
+    field = page.get_by_label("Epochs", exact=True).and_(page.locator("input"))
+    await field.fill(str(epochs))
+    await field.press("Enter")
+    await page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')"
+        ".getAttribute('data-test-script-state') === 'notRunning'", timeout=180_000)
+    start = time.monotonic()
+    await page.get_by_role("button", name="Start training").click()
+    await page.get_by_text("It trains in the background").wait_for(timeout=180_000)
+    return time.monotonic() - start
+
+
+async def browse(page, name: str, done: asyncio.Event, timings: list, rng) -> None:
+    """Move between Home and Train until every run has ended, timing each move."""
+    target = "Home"
+    while not done.is_set():
+        start = time.monotonic()
+        try:
+            await page.get_by_role("link", name=target).first.click()
+            await wait_page(page, PAGES[target])
+            timings.append({"student": name, "page": target, "t": start,
+                            "seconds": time.monotonic() - start})
+        except Exception as err:  # a timeout counts, and is reported, as a failed move
+            timings.append({"student": name, "page": target, "t": start, "seconds": None,
+                            "error": type(err).__name__})
+        target = "Train" if target == "Home" else "Home"
+        await asyncio.sleep(rng.uniform(1.0, 3.0))  # a student reads the page a moment
+
+
+async def drive(url: str, students: list[str], epochs: int, home: Path) -> dict:
+    import random
+
+    from playwright.async_api import async_playwright
+
+    from genlab.runs import ACTIVE, RunStore
+
+    timings: list[dict] = []
+    done = asyncio.Event()
+    phases = {}
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        contexts = [await browser.new_context(viewport={"width": 1280, "height": 900})
+                    for _ in students]
+        pages = [await c.new_page() for c in contexts]
+        t0 = time.monotonic()
+        await asyncio.gather(*(sign_in(pg, url, n) for pg, n in zip(pages, students)))
+        phases["sign_in_s"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        confirm = await asyncio.gather(*(submit(pg, epochs) for pg in pages))
+        phases["submit_s"] = time.monotonic() - t1
+        phases["start_click_to_confirmation_s"] = {
+            "p50": statistics.median(confirm), "max": max(confirm)}
+        store = RunStore(home, recover=False)
+
+        async def watch() -> None:
+            while True:
+                runs = store.list()
+                if len(runs) >= len(students) and not any(r.status in ACTIVE for r in runs):
+                    done.set()
+                    return
+                await asyncio.sleep(0.5)
+
+        rngs = [random.Random(i) for i in range(len(students))]
+        await asyncio.gather(watch(), *(browse(pg, n, done, timings, r)
+                                        for pg, n, r in zip(pages, students, rngs)))
+        phases["jobs_s"] = time.monotonic() - t1
+        await browser.close()
+    return {"timings": timings, "phases": phases, "t_submit": t1}
+
+
+# ----------------------------------------------------------------------------- the report
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    import streamlit
+    import torch
+
+    from genlab.runs import RunStore
+
+    work = Path(tempfile.mkdtemp(prefix="classroom_load-"))
+    home = work / "home"
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    server, url = start_server(home, work)
+    sampler = MemorySampler(server.pid)
+    sampler.start()
+    students = [f"student{i:02d}" for i in range(1, args.students + 1)]
+    try:
+        driven = asyncio.run(drive(url, students, args.epochs, home))
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    total = time.monotonic() - started
+
+    runs = RunStore(home, recover=False).list()
+    per_owner = {s: [r for r in runs if r.owner == s] for s in students}
+    lost = [s for s, rs in per_owner.items() if not rs]
+    duplicated = [s for s, rs in per_owner.items() if len(rs) > 1]
+    strangers = [r.id for r in runs if r.owner not in per_owner]
+    statuses = {r.status: sum(x.status == r.status for x in runs) for r in runs}
+    by_start = sorted((r for r in runs if r.started), key=lambda r: r.started)
+    moves = driven["timings"]
+    last_finish = max((r.finished or 0) for r in runs) if runs else 0
+    during = [m for m in moves if m["seconds"] is not None]
+    seconds = [m["seconds"] for m in during]
+    failed_moves = [m for m in moves if m["seconds"] is None]
+    peak = max(sampler.samples, key=lambda s: s["server_rss_mb"] + s["workers_rss_mb"]
+               + s["browser_rss_mb"] + s["bench_rss_mb"])
+    peak_pss = max(sampler.samples, key=lambda s: s["server_pss_mb"] + s["workers_pss_mb"]
+                   + s["browser_pss_mb"] + s["bench_pss_mb"])
+    result = {
+        "what": f"{args.students} students in {args.students} headless Chromium contexts, each "
+                f"signing in and starting a {args.epochs}-epoch VAE on digits through the Train "
+                "page, then moving between Home and Train until every run ended",
+        "target_p95_s": TARGET_P95_S,
+        "page_response_s": {
+            "n": len(seconds), "failed": len(failed_moves),
+            "p50": statistics.median(seconds) if seconds else None,
+            "p95": percentile(seconds, 0.95) if seconds else None,
+            "max": max(seconds) if seconds else None,
+            "by_page": {page: {"n": len(v), "p50": statistics.median(v),
+                               "p95": percentile(v, 0.95)}
+                        for page in PAGES
+                        if (v := [m["seconds"] for m in during if m["page"] == page])},
+            "measured": "click on a sidebar link until the new page's text is shown and "
+                        "stApp's data-test-script-state is notRunning, while jobs ran",
+        },
+        "target_met": bool(seconds) and percentile(seconds, 0.95) <= TARGET_P95_S
+        and not failed_moves,
+        "runs": {"expected": args.students, "stored": len(runs), "lost": lost,
+                 "duplicated": duplicated, "not_a_student": strangers, "statuses": statuses,
+                 "all_finished": statuses == {"finished": args.students},
+                 "start_order": [r.owner for r in by_start],
+                 "train_seconds_p50": statistics.median(
+                     [r.summary.get("train_seconds", 0) for r in runs]) if runs else None},
+        "time_s": {"total": total, **driven["phases"],
+                   "first_submit_to_last_finish": (
+                       last_finish - min(r.created for r in runs)) if runs else None},
+        "peak_memory_mb": {
+            "rss_total": sum(peak[f"{r}_rss_mb"] for r in ("server", "workers", "browser",
+                                                           "bench")),
+            "rss_by_role": {r: peak[f"{r}_rss_mb"] for r in ("server", "workers", "browser",
+                                                             "bench")},
+            "pss_total": sum(peak_pss[f"{r}_pss_mb"] for r in ("server", "workers", "browser",
+                                                               "bench")),
+            "pss_by_role": {r: peak_pss[f"{r}_pss_mb"] for r in ("server", "workers",
+                                                                 "browser", "bench")},
+            "workers_alive_at_peak": peak["workers"],
+            "max_workers_alive": max(s["workers"] for s in sampler.samples),
+            "note": "RSS counts shared pages once per process (Chromium's above all); PSS "
+                    "splits them, so its total is the better figure for the machine's memory",
+        },
+        "cpu_seconds_by_role": cpu_by_role(sampler.cpu),
+        "load_average": {"before": load_before,
+                         "max_1min_during": max(s["load1"] for s in sampler.samples),
+                         "after": os.getloadavg()},
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "streamlit": streamlit.__version__,
+                    "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+        "failed_moves": failed_moves[:10],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    summary = {k: result[k] for k in ("page_response_s", "target_met", "time_s")}
+    summary["runs"] = {k: result["runs"][k] for k in ("stored", "lost", "duplicated",
+                                                      "all_finished")}
+    summary["peak_memory_mb"] = {k: result["peak_memory_mb"][k] for k in ("rss_total",
+                                                                          "pss_total")}
+    print(json.dumps(summary, indent=2))
+    print(f"written to {args.out}")
+    return 0 if result["runs"]["all_finished"] and not lost and not duplicated else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

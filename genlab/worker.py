@@ -1,0 +1,58 @@
+"""The background worker's entry point: wait for the device light, then train.
+
+``python -m genlab.worker RUN_ID --ticket N [...]`` takes the same arguments as
+``python -m genlab.jobs``. A job usually waits in the fair device queue (:mod:`genlab.fairqueue`)
+far longer than it trains, and importing torch and the models costs a worker about 4 s of CPU
+and 380 MB of memory (measured on this project's 2-core machine). So this module waits for its
+turn with only the standard library and SQLite loaded; once the ticket is granted it imports
+:mod:`genlab.jobs` and runs :func:`genlab.jobs.worker_main` in the same process, whose own wait
+finds the ticket already granted to this process and passes straight through. Twenty queued jobs
+then cost twenty small processes instead of twenty copies of torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genlab import fairqueue
+from genlab.errors import GenlabError, TrainingCancelled
+from genlab.runs import ACTIVE, RunStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Wait for the ticket's turn (if any), then hand over to :func:`genlab.jobs.worker_main`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("run_id")
+    parser.add_argument("--ticket", type=int, default=None)
+    parser.add_argument("--audit", action="store_true")
+    known, _ = parser.parse_known_args(argv)
+    mine = None
+    if known.ticket is not None and not known.audit:
+        store = RunStore(recover=False)
+        mine = next((t for t in fairqueue.tickets(store) if t.ticket == known.ticket), None)
+    if mine is None:  # no ticket to wait on: the full worker takes one itself
+        return _full(argv)
+    try:
+        with fairqueue.turn(store, mine.run_id, mine.device, ticket=mine.ticket,
+                            slots=fairqueue.jobs_per_device(),
+                            cancelled=lambda: store.cancel_requested(mine.run_id)):
+            return _full(argv)
+    except TrainingCancelled:  # cancelled while it waited: it never started
+        if store.get(mine.run_id).status in ACTIVE:
+            store.mark_cancelled(mine.run_id)
+        return 0
+    except GenlabError as err:  # the store went away while waiting
+        print(f"genlab worker: {err}", file=sys.stderr)
+        return 1
+
+
+def _full(argv: list[str]) -> int:
+    from genlab.jobs import worker_main
+
+    return worker_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
