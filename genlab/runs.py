@@ -19,76 +19,25 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from genlab.errors import RunNotFound, StoreError
 from genlab.owners import Actor, check_may_modify
 from genlab.paths import genlab_home
 from genlab.procs import pid_alive, process_stat
+from genlab.run_schema import (  # noqa: F401  (re-exported: the store's public shapes)
+    _HASH_INDEX,
+    _JSON_FIELDS,
+    _SCHEMA,
+    ACTIVE,
+    SCHEMA_VERSION,
+    STATUSES,
+    RunInfo,
+    _slug,
+)
 
-STATUSES = ("queued", "running", "finished", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-
-SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 10.0
 _STARTUP_GRACE_S = 30.0  # a queued run without a pid may have a worker that is still starting
-_JSON_FIELDS = ("config", "record", "summary")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, model TEXT NOT NULL, dataset TEXT NOT NULL, status TEXT NOT NULL,
-    config TEXT NOT NULL, record TEXT NOT NULL DEFAULT '{}', summary TEXT NOT NULL DEFAULT '{}',
-    error TEXT, owner TEXT, created REAL NOT NULL, updated REAL NOT NULL, started REAL,
-    finished REAL, progress REAL NOT NULL DEFAULT 0, pid INTEGER, pid_start INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, config_hash TEXT);
-CREATE TABLE IF NOT EXISTS history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    epoch INTEGER NOT NULL, step INTEGER NOT NULL, time REAL NOT NULL, metrics TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS history_run ON history(run_id, seq);
-"""
-_HASH_INDEX = "CREATE INDEX IF NOT EXISTS runs_config_hash ON runs(config_hash)"
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One run as stored: identity, status, config, record and timing."""
-
-    id: str
-    model: str
-    dataset: str
-    status: str
-    config: dict
-    record: dict
-    summary: dict
-    error: str | None
-    owner: str | None
-    created: float
-    updated: float
-    started: float | None
-    finished: float | None
-    progress: float
-    pid: int | None
-    cancel_requested: bool
-    config_hash: str | None
-
-    def to_dict(self) -> dict:
-        """A JSON-able copy of every field."""
-        return asdict(self)
-
-    @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> RunInfo:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
-        values.update({name: json.loads(row[name]) for name in _JSON_FIELDS})
-        return cls(**{**values, "cancel_requested": bool(row["cancel_requested"])})
-
-
-def _slug(name: str) -> str:
-    """``data/My-Faces.npz`` -> ``my_faces``: a name safe inside a run id."""
-    if "/" in name or "\\" in name or Path(name).suffix:
-        name = Path(name.replace("\\", "/")).stem
-    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "data"
 
 
 def _worker_alive(row: sqlite3.Row, now: float) -> bool:
