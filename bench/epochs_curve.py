@@ -6,12 +6,13 @@ Usage::
     python bench/epochs_curve.py --model diffusion --dataset mnist5k --epochs 30 --every 10 \
         --epsilon 10
 
-Trains the model once with its defaults (``--set key=value`` overrides them; ``--epsilon``
-trains with DP-SGD at that target ε, spread over all ``--epochs``) and, every ``--every``
-epochs, fills the performance block of the record (FD, PRDC, CAS on 1,000 samples, as
-``genlab evaluate`` does) for the model as it stands. The training seconds exclude these
-evaluations. Writes ``bench/results/epochs_curve-<model>-<dataset>[-eps<E>].json`` with the
-machine, torch version, load average and date.
+Trains the model once (on the CPU; ``--device cuda`` gives the GPU time) with its defaults
+(``--set key=value`` overrides them; ``--epsilon`` trains with DP-SGD at that target ε, spread
+over all ``--epochs``) and, every ``--every`` epochs, fills the performance block of the record
+(FD, PRDC, CAS on 1,000 samples, as ``genlab evaluate`` does) for the model as it stands. The
+training seconds exclude these evaluations. Writes
+``bench/results/epochs_curve-<model>-<dataset>[-eps<E>].json`` with the device, torch version,
+load average and date.
 """
 
 from __future__ import annotations
@@ -68,20 +69,26 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--epsilon", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (the GPU time)")
     parser.add_argument("--set", action="append", default=[], dest="sets")
     args = parser.parse_args()
     privacy = None if args.epsilon is None else {"epsilon": args.epsilon}
     cfg = make_run_config(args.model, args.dataset, epochs=args.epochs, seed=args.seed,
-                          device="cpu", overrides=parse_set_options(args.sets), privacy=privacy)
+                          device=args.device, overrides=parse_set_options(args.sets),
+                          privacy=privacy)
     model, data = prepare_run(cfg)
     checkpoints = Checkpoints(data, args.every, args.epochs)
-    Trainer(model, cfg.train, callbacks=[checkpoints], privacy=cfg.privacy).fit(data)
+    trainer = Trainer(model, cfg.train, callbacks=[checkpoints], privacy=cfg.privacy)
+    trainer.fit(data)
+    device = trainer.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        platform.processor() or platform.machine())
     out = {
         "what": f"performance of {args.model} on {args.dataset} against training epochs",
         "config": cfg.to_dict(),
         "rows": checkpoints.rows,
-        "device": "cpu",
-        "cpu": platform.processor() or platform.machine(),
+        "device": str(device),
+        "device_name": name,
         "threads": torch.get_num_threads(),
         "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
