@@ -1,10 +1,9 @@
 """End to end: a real ``streamlit run`` server driven by a real headless Chromium (Playwright).
 
 The user's path: open Train, start a 3-epoch VAE on digits, watch it finish, follow the link to
-Explore and see images. Then Explore for a GAN, a PixelCNN, a mixture and an HVAE run, each on
-the tab that only its kind of model has (the HVAE's: one traversal per latent level).
-Screenshots land in ``tests/artifacts/`` (gitignored) for a human to look at. Skipped with
-``GENLAB_BROWSER_TESTS=0``; when enabled, a missing Chromium is a failure.
+Explore and see images. Then Explore for a GAN, a PixelCNN and a mixture run, each on the tab
+that only its kind of model has. Screenshots land in ``tests/artifacts/`` (gitignored) for a human
+to look at. Skipped with ``GENLAB_BROWSER_TESTS=0``; when enabled, a missing Chromium is a failure.
 """
 
 from __future__ import annotations
@@ -107,15 +106,11 @@ def test_train_then_explore_in_a_real_browser(browser_page, server):
 
 # Runs a little larger than the AppTest zoo's, so the screenshots show what a class would see:
 # the mixture keeps its default 100 components (the tab then shows the 40 heaviest).
-# The hierarchical VAE's traversal tab shows one picture per latent level (top and bottom); its
-# run is the AppTest zoo's own (no settings), so it costs no extra training.
 EXPLORED = {
     "gan": ("Interpolation", dict(epochs=8, channels=16, latent_dim=8)),
     "pixelcnn": ("Samples", dict(epochs=5, channels=16, layers=3, head=16, batch_size=32)),
     "mixture": ("Components", dict(epochs=10, components=100)),
-    "hvae": ("Latent traversal", {}),
 }
-PICTURES = {"hvae": 2}  # pictures on the chosen tab, where more than one
 COMMON_TABS = ["Reconstructions", "Latent traversal", "Interpolation"]
 
 
@@ -144,6 +139,4 @@ def test_explore_each_kind_of_model_in_a_real_browser(browser_page, zoo, tmp_pat
         settle(page)
         no_exceptions(page)
         assert shown.evaluate("img => img.naturalWidth") >= 300  # scaled up, not thumbnails
-        visible = page.locator('[data-testid="stImage"] img').filter(visible=True)
-        assert visible.count() == PICTURES.get(name, 1)
         screenshot(page, f"explore_{name}.png")
