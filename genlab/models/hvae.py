@@ -1,20 +1,21 @@
 """The hierarchical VAE: two stochastic layers, z2 -> z1 -> x, with top-down inference.
 
-The generative model is p(z2) p(z1 | z2) p(x | z1, z2): a global code z2 from N(0, I), a
-local code z1 whose Gaussian prior depends on z2, and the VAE's Bernoulli decoder on both. The
-posterior follows the same top-down order (the ladder VAE of Sønderby et al. 2016): q(z2 | x)
-from a bottom-up pass over the image, then q(z1 | x, z2) from the image's features together with
-the top-down features of z2. As in NVAE (Vahdat & Kautz 2020), q(z1 | x, z2) is parametrised
-*relative to* the prior p(z1 | z2) (a shift of its mean and log-variance), which keeps the KL
-between them small and stable at the start of training.
+The generative model is p(z2) p(z1 | z2) p(x | z1, z2): a global code z2 (a vector) from
+N(0, I); a local code z1, a small map with one Gaussian per position of the decoder's coarsest
+grid (7x7 on 28x28 images), whose prior depends on z2; and the VAE's Bernoulli decoder on both.
+The posterior follows the same top-down order (the ladder VAE of Sønderby et al. 2016):
+q(z2 | x) from a bottom-up pass over the image, then q(z1 | x, z2) from the image's features
+together with the top-down features of z2. As in NVAE (Vahdat & Kautz 2020), q(z1 | x, z2) is
+parametrised *relative to* the prior p(z1 | z2) (a shift of its mean and log-variance), which
+keeps the KL between them small and stable at the start of training.
 
 **The code the pages see.** ``decode`` and ``encode`` use the code [z2, e1], where
-e1 = (z1 - mu(z2)) / sigma(z2) is z1 standardised by its prior. Under the model both halves
-are N(0, I), so the base class's prior sampling, interpolation and traversals in prior standard
-deviations all apply, and a traversal of a z2 dim keeps e1 fixed: z1 then follows z2 through
-its prior, and the image changes globally, while a traversal of an e1 dim changes one local
-detail. :meth:`HVAE.latent_levels` names the two blocks, so Explore and Explain traverse each
-level on its own.
+e1 = (z1 - mu(z2)) / sigma(z2) is z1 standardised by its prior and flattened. Under the model
+both halves are N(0, I), so the base class's prior sampling, interpolation and traversals in
+prior standard deviations all apply, and a traversal of a z2 dim keeps e1 fixed: z1 then
+follows z2 through its prior, and the image changes globally, while a traversal of an e1 dim
+changes the strokes near one position of the grid. :meth:`HVAE.latent_levels` names the two
+blocks, so Explore and Explain traverse each level on its own.
 
 Like the VAE it uses GroupNorm, never BatchNorm, and upsamples with ``nn.Upsample`` + ``Conv2d``,
 so Opacus can compute its per-sample gradients with its fast hooks.
@@ -44,24 +45,26 @@ class HVAEConfig:
 
     Args:
         top_dim: dims of the top code z2, drawn from N(0, I): the global shape of an image.
-        bottom_dim: dims of the bottom code z1, whose prior depends on z2: the local details.
+        bottom_channels: channels of the bottom code z1, a map on the decoder's coarsest grid
+            (7x7 on 28x28 images, so 49 dims per channel) whose prior depends on z2: the
+            local details.
         beta: weight of both KL terms; 1 is the plain ELBO.
-        hidden: width of the fully connected layers (bottom-up, top-down and posterior).
+        hidden: width of the fully connected layers (bottom-up and top-down).
         channels: channels of the first conv layer, doubled at each downsampling.
     """
 
-    top_dim: int = 8
-    bottom_dim: int = 16
+    top_dim: int = 16
+    bottom_channels: int = 1
     beta: float = 1.0
     hidden: int = 128
     channels: int = 16
 
     def __post_init__(self):
-        for name in ("top_dim", "bottom_dim"):
+        for name in ("top_dim", "bottom_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(
-                    f"{name} must be at least 1 (got {getattr(self, name)}); it is the number "
-                    "of dims of that latent level"
+                    f"{name} must be at least 1 (got {getattr(self, name)}); it sets the size "
+                    "of that latent level"
                 )
         if self.beta < 0:
             raise ConfigError(f"beta must be >= 0 (got {self.beta}); 1 is the plain ELBO")
@@ -72,8 +75,14 @@ class HVAEConfig:
 
 
 def _gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, exp(logvar)), summed over the last dim."""
-    return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + LOG_2PI).sum(-1)
+    """log N(z; mu, exp(logvar)), summed over all but the first dim."""
+    return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + LOG_2PI).flatten(1).sum(1)
+
+
+def _kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) in closed form, summed over all but the first dim."""
+    kl = logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0
+    return 0.5 * kl.flatten(1).sum(1)
 
 
 @register("hvae", HVAEConfig)
@@ -86,27 +95,35 @@ class HVAE(LatentModel):
 
     def __init__(self, config: HVAEConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)
-        d2, d1, h = config.top_dim, config.bottom_dim, config.hidden
-        self.top_dim, self.bottom_dim = d2, d1
-        self.latent_dim = d2 + d1
-        # bottom-up: image -> features h1 (for z1) -> features h2 (for z2)
-        self.trunk = ConvEncoder(shape, config.channels, h, h)
-        self.up = nn.Sequential(nn.SiLU(), nn.Linear(h, h), nn.SiLU())
-        self.q_top = nn.Linear(h, 2 * d2)
-        # top-down: z2 -> features t -> the prior p(z1 | z2) and, with h1, q(z1 | x, z2)
-        self.down = nn.Sequential(nn.Linear(d2, h), nn.SiLU())
-        self.p_bottom = nn.Linear(h, 2 * d1)
-        self.q_bottom = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, 2 * d1))
-        self.decoder_net = ConvDecoder(shape, config.channels, h, d2 + d1)
+        d2, k, h = config.top_dim, config.bottom_channels, config.hidden
+        # bottom-up: the VAE's conv encoder; its conv stack gives the feature map F that
+        # q(z1 | x, z2) reads, and its fully connected head gives q(z2 | x)
+        encoder = ConvEncoder(shape, config.channels, h, 2 * d2)
+        self.features, self.q_top = encoder.net[:-4], encoder.net[-4:]
+        # top-down: the VAE's conv decoder; its fully connected part turns z2 into a map T on
+        # the coarsest grid, and its conv stack decodes T together with z1
+        decoder = ConvDecoder(shape, config.channels, h, d2)
+        self.grid = decoder.start  # (channels of T, rows, columns)
+        c_t, fh, fw = self.grid
+        self.top_down = decoder.fc
+        self.p_bottom = nn.Conv2d(c_t, 2 * k, 3, padding=1)  # p(z1 | z2) from T
+        self.q_bottom = nn.Conv2d(2 * c_t, 2 * k, 3, padding=1)  # q(z1 | x, z2) from [F, T]
+        first = next(i for i, m in enumerate(decoder.net) if isinstance(m, nn.Conv2d))
+        conv = decoder.net[first]
+        decoder.net[first] = nn.Conv2d(c_t + k, conv.out_channels, 3, padding=1)  # reads [T, z1]
+        self.decoder_net = decoder.net
+        self.top_dim, self.bottom_shape = d2, (k, fh, fw)
+        self.latent_dim = d2 + k * fh * fw
         # Start with p(z1 | z2) = N(0, I) and q(z1 | x, z2) equal to it: training then moves
         # both away from a standard normal, as in a one-layer VAE.
-        for layer in (self.p_bottom, self.q_bottom[-1]):
+        for layer in (self.p_bottom, self.q_bottom):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     @classmethod
     def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
-        # mnist5k: 18 epochs take about as long as the VAE's 20 (each costs ~10% more)
+        # mnist5k: a training step costs 1.10 times the default VAE's (interleaved timing on
+        # this project's CPU, 2026-12-01), so 18 epochs take about as long as the VAE's 20
         return {"digits": 30, "mnist5k": 18, "sprites": 30}.get(dataset, 30)
 
     @classmethod
@@ -118,32 +135,37 @@ class HVAE(LatentModel):
 
     def latent_levels(self) -> list[LatentLevel]:
         d2 = self.top_dim
+        k, fh, fw = self.bottom_shape
         return [
             LatentLevel("top", "top level (z2): global", 0, d2, prefix="z2_",
                         description="the global code, drawn from N(0, I)"),
             LatentLevel("bottom", "bottom level (z1): local", d2, self.latent_dim, prefix="z1_",
-                        description="the local code, standardised by its prior p(z1 | z2)"),
+                        description=f"the local code, {k}×{fh}×{fw} values on a grid over the "
+                                    "image (row by row), standardised by its prior p(z1 | z2)"),
         ]
 
     # ---------------------------------------------------------------- the two layers
     def _bottom_up(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The image's features h1 and q(z2 | x) as (h1, mu2, logvar2)."""
-        h1 = self.trunk(x)
-        mu2, logvar2 = self.q_top(self.up(h1)).chunk(2, dim=1)
-        return F.silu(h1), mu2, logvar2
+        """The image's feature map F and q(z2 | x), as (F, mu2, logvar2)."""
+        f = self.features(x)
+        mu2, logvar2 = self.q_top(f).chunk(2, dim=1)
+        return f, mu2, logvar2
 
     def _prior_bottom(self, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Top-down features t of z2 and the prior p(z1 | z2) as (t, mu, logvar)."""
-        t = self.down(z2)
+        """The top-down map T of z2 and the prior p(z1 | z2), as (T, mu, logvar)."""
+        t = self.top_down(z2).view(-1, *self.grid)
         mu, logvar = self.p_bottom(t).chunk(2, dim=1)
         return t, mu, logvar
 
     def _posterior_bottom(
-        self, h1: Tensor, t: Tensor, mu_p: Tensor, logvar_p: Tensor
+        self, f: Tensor, t: Tensor, mu_p: Tensor, logvar_p: Tensor
     ) -> tuple[Tensor, Tensor]:
         """q(z1 | x, z2): the prior's mean and log-variance shifted by the image's evidence."""
-        dmu, dlogvar = self.q_bottom(torch.cat([h1, t], dim=1)).chunk(2, dim=1)
+        dmu, dlogvar = self.q_bottom(torch.cat([f, t], dim=1)).chunk(2, dim=1)
         return mu_p + dmu, logvar_p + dlogvar
+
+    def _logits(self, t: Tensor, z1: Tensor) -> Tensor:
+        return self.decoder_net(torch.cat([t, z1], dim=1))
 
     def _terms(self, x: Tensor, z_mode: str = "sample") -> tuple[Tensor, Tensor, Tensor]:
         """Reconstruction NLL, KL of the top and KL of the bottom layer, per sample (nats).
@@ -151,19 +173,16 @@ class HVAE(LatentModel):
         The bottom KL is KL(q(z1 | x, z2) || p(z1 | z2)) at the z2 drawn from q(z2 | x): a
         one-sample estimate of its expectation over z2, exact in z1 (both are Gaussians).
         """
-        h1, mu2, logvar2 = self._bottom_up(x)
+        f, mu2, logvar2 = self._bottom_up(x)
         sample = z_mode == "sample"
         z2 = mu2 + torch.randn_like(mu2) * (0.5 * logvar2).exp() if sample else mu2
         t, mu_p, logvar_p = self._prior_bottom(z2)
-        mu1, logvar1 = self._posterior_bottom(h1, t, mu_p, logvar_p)
+        mu1, logvar1 = self._posterior_bottom(f, t, mu_p, logvar_p)
         z1 = mu1 + torch.randn_like(mu1) * (0.5 * logvar1).exp() if sample else mu1
-        logits = self.decoder_net(torch.cat([z2, z1], dim=1))
+        logits = self._logits(t, z1)
         rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        kl_top = 0.5 * (mu2.pow(2) + logvar2.exp() - 1.0 - logvar2).sum(1)
-        kl_bottom = 0.5 * (
-            logvar_p - logvar1 + (logvar1.exp() + (mu1 - mu_p).pow(2)) / logvar_p.exp() - 1.0
-        ).sum(1)
-        return rec, kl_top, kl_bottom
+        kl_top = _kl_normal(mu2, logvar2, torch.zeros_like(mu2), torch.zeros_like(mu2))
+        return rec, kl_top, _kl_normal(mu1, logvar1, mu_p, logvar_p)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         rec, kl_top, kl_bottom = self._terms(x)
@@ -179,8 +198,8 @@ class HVAE(LatentModel):
         return rec + kl_top + kl_bottom
 
     def kl_per_level(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(KL of the top layer, KL of the bottom layer) per image, in nats: how much each
-        level is used. A level whose KL is near zero carries no information (it collapsed)."""
+        """(KL of the top layer, KL of the bottom layer) per image, in nats, at the posterior
+        means: how much each level is used. Near zero, a level carries nothing (it collapsed)."""
         _, kl_top, kl_bottom = self._terms(x, z_mode="mean")
         return kl_top, kl_bottom
 
@@ -194,14 +213,14 @@ class HVAE(LatentModel):
         """The importance-weighted bound on -log p(x) (Burda et al. 2016) with ``k`` samples of
         (z2, z1) from q(z2 | x) q(z1 | x, z2); it equals the ELBO at k = 1."""
         b = len(x)
-        h1, mu2, logvar2 = self._bottom_up(x)
+        f, mu2, logvar2 = self._bottom_up(x)
         eps2 = torch.randn((k, *mu2.shape), generator=generator).to(mu2.device, mu2.dtype)
-        eps1 = torch.randn((k, b, self.bottom_dim), generator=generator).to(mu2.device, mu2.dtype)
+        eps1 = torch.randn((k, b, *self.bottom_shape), generator=generator)
         z2 = (mu2 + eps2 * (0.5 * logvar2).exp()).flatten(0, 1)  # (k * B, d2)
         t, mu_p, logvar_p = self._prior_bottom(z2)
-        mu1, logvar1 = self._posterior_bottom(h1.repeat(k, 1), t, mu_p, logvar_p)
-        z1 = mu1 + eps1.flatten(0, 1) * (0.5 * logvar1).exp()
-        logits = self.decoder_net(torch.cat([z2, z1], dim=1))
+        mu1, logvar1 = self._posterior_bottom(f.repeat(k, 1, 1, 1), t, mu_p, logvar_p)
+        z1 = mu1 + eps1.flatten(0, 1).to(mu1.device, mu1.dtype) * (0.5 * logvar1).exp()
+        logits = self._logits(t, z1)
         xs = x.repeat(k, 1, 1, 1)
         log_px = -F.binary_cross_entropy_with_logits(logits, xs, reduction="none").flatten(1).sum(1)
         log_p = _gaussian_log_prob(z2, torch.zeros_like(z2), torch.zeros_like(z2))
@@ -213,19 +232,18 @@ class HVAE(LatentModel):
 
     # ---------------------------------------------------------------- latent interface
     def encode(self, x: Tensor) -> Tensor:
-        """[posterior mean of z2, posterior mean of z1 standardised by p(z1 | z2)]: the code
-        ``decode`` maps back to the reconstruction (see the module docstring)."""
-        h1, mu2, _ = self._bottom_up(x)
+        """[posterior mean of z2, posterior mean of z1 standardised by p(z1 | z2), flattened]:
+        the code ``decode`` maps back to the reconstruction (see the module docstring)."""
+        f, mu2, _ = self._bottom_up(x)
         t, mu_p, logvar_p = self._prior_bottom(mu2)
-        mu1, _ = self._posterior_bottom(h1, t, mu_p, logvar_p)
-        return torch.cat([mu2, (mu1 - mu_p) * (-0.5 * logvar_p).exp()], dim=1)
+        mu1, _ = self._posterior_bottom(f, t, mu_p, logvar_p)
+        return torch.cat([mu2, ((mu1 - mu_p) * (-0.5 * logvar_p).exp()).flatten(1)], dim=1)
 
     def decode(self, z: Tensor) -> Tensor:
-        """Codes [z2, e1] (B, top_dim + bottom_dim) to images: z1 = mu(z2) + sigma(z2) * e1."""
-        z2, e1 = z[:, : self.top_dim], z[:, self.top_dim :]
-        _, mu_p, logvar_p = self._prior_bottom(z2)
-        z1 = mu_p + e1 * (0.5 * logvar_p).exp()
-        return torch.sigmoid(self.decoder_net(torch.cat([z2, z1], dim=1)))
+        """Codes [z2, e1] (B, latent_dim) to images: z1 = mu(z2) + sigma(z2) * e1."""
+        z2, e1 = z[:, : self.top_dim], z[:, self.top_dim :].reshape(-1, *self.bottom_shape)
+        t, mu_p, logvar_p = self._prior_bottom(z2)
+        return torch.sigmoid(self._logits(t, mu_p + e1 * (0.5 * logvar_p).exp()))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
