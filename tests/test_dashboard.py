@@ -349,9 +349,10 @@ def test_explore_shows_every_model_type(zoo, monkeypatch, name):
             dims = at.multiselect(key=f"explore_dims_{run_id}")
             assert dims.options == [f"z{d}" for d in range(model.latent_dim)]
         else:  # one multiselect per level, each offering that level's dims only
-            offered = [at.multiselect(key=f"explore_dims_{run_id}_{lv['key']}").options
-                       for lv in levels]
+            pickers = [at.multiselect(key=f"explore_dims_{run_id}_{lv['key']}") for lv in levels]
+            offered = [p.options for p in pickers]
             assert offered == [lv["labels"] for lv in levels]
+            assert [p.value for p in pickers] == [lv["shown_first"] for lv in levels]
             assert sum(map(len, offered)) == model.latent_dim
         mode = at.radio(key=f"explore_interp_mode_{run_id}")
         assert mode.options == ["linear", "spherical"]

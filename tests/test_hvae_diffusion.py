@@ -52,6 +52,9 @@ def test_hvae_levels_tile_the_code_top_first(hvae):
     assert list(top.dims) == [0, 1] and list(bottom.dims) == list(range(2, 18))
     assert hvae.latent_dim == 18
     assert dim_labels(hvae, [0, 1, 2, 17]) == ["z2_0", "z2_1", "z1_0", "z1_15"]
+    # pages traverse the top level's first dims and the bottom grid's centre 3x3 cells first
+    assert top.shown_first == [0, 1]
+    assert bottom.shown_first == [2 + r * 4 + c for r in (1, 2, 3) for c in (1, 2, 3)]
     one_level = build("vae", shape=(1, 8, 8), num_classes=10, arch="mlp", latent_dim=3)
     assert dim_labels(one_level, [0, 2]) == ["z0", "z2"]
 

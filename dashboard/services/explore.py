@@ -50,13 +50,15 @@ def capabilities(run_id: str) -> dict[str, Any]:
     (and how many).
 
     ``levels`` holds one dict per latent level, top first (one for most models, two for the
-    HVAE): ``key``, ``title``, ``description``, ``prefix``, ``dims`` (the absolute latent dims) and
-    ``labels`` (one per dim, e.g. ``z3`` or ``z1_2``); empty without a latent.
+    HVAE): ``key``, ``title``, ``description``, ``prefix``, ``dims`` (the absolute latent dims),
+    ``labels`` (one per dim, e.g. ``z3`` or ``z1_2``) and ``shown_first`` (the dims traversed
+    before the user picks any); empty without a latent.
     """
     model, _, _ = load_model(run_id)
     conditional = bool(model.conditional)
     levels = [{"key": lv.key, "title": lv.title, "description": lv.description, "prefix": lv.prefix,
-               "dims": list(lv.dims), "labels": [lv.label(d) for d in lv.dims]}
+               "dims": list(lv.dims), "labels": [lv.label(d) for d in lv.dims],
+               "shown_first": lv.shown_first}
               for lv in latent_levels(model)]
     return {"has_latent": bool(model.has_latent),
             "latent_dim": int(getattr(model, "latent_dim", 0) or 0),

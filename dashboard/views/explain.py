@@ -133,11 +133,11 @@ def show_attributions(run_id: str, caps: dict, method: str, spec: str, n: int, s
 
 
 def show_traversal(col, run_id: str, caps: dict, spec: str, seed: int) -> None:
-    """Up to 8 dims, shared evenly by the latent levels (4 top and 4 bottom for the HVAE), plus
-    dim K of a latent:K target."""
+    """Up to 8 dims, shared evenly by the latent levels (4 top and 4 bottom for the HVAE; each
+    level's ``shown_first``), plus dim K of a latent:K target."""
     levels = caps["levels"]
     per_level = max(1, 8 // len(levels))
-    dims = [d for level in levels for d in level["dims"][:per_level]]
+    dims = [d for level in levels for d in level["shown_first"][:per_level]]
     if spec.startswith("latent:"):
         dims = sorted({*dims, int(spec.split(":")[1])})
     col.image(services.traversal_grid(run_id, dims, -3.0, 3.0, 7, seed), output_format="PNG")

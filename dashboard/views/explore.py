@@ -131,7 +131,7 @@ def show_traversal(run_id: str, caps: dict) -> None:
             st.subheader(level["title"].capitalize())
         names = dict(zip(level["dims"], level["labels"]))
         dims = st.multiselect("Latent dimensions" if one else f"Dimensions of the {level['title']}",
-                              level["dims"], default=level["dims"][:8], format_func=names.get,
+                              level["dims"], default=level["shown_first"], format_func=names.get,
                               key=f"explore_dims_{run_id}" + ("" if one else f"_{level['key']}"))
         if not dims:
             st.info("Pick at least one latent dimension.")

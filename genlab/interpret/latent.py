@@ -29,7 +29,8 @@ def has_encoder(model: GenerativeModel) -> bool:
 
 def latent_levels(model: GenerativeModel) -> list[LatentLevel]:
     """The model's latent levels (one for most families, two for the HVAE), checked to cover
-    dims 0..latent_dim-1 in order without gaps; empty for a model without a latent.
+    dims 0..latent_dim-1 in order without gaps (each featuring only its own dims); empty for a
+    model without a latent.
 
     Raises:
         ConfigError: the levels a model declares do not tile its code.
@@ -39,7 +40,8 @@ def latent_levels(model: GenerativeModel) -> list[LatentLevel]:
     levels = list(model.latent_levels())
     stops = [0, *(level.stop for level in levels)]
     if [level.start for level in levels] != stops[:-1] or stops[-1] != model.latent_dim or any(
-        level.stop <= level.start for level in levels
+        level.stop <= level.start or not set(level.featured) <= set(level.dims)
+        for level in levels
     ):
         raise ConfigError(
             f"the {model.name}'s latent levels {[(lv.start, lv.stop) for lv in levels]} do not "

@@ -166,6 +166,7 @@ class LatentLevel:
         stop: one past the block's last dim.
         prefix: the row label of dim ``start + j`` is ``f"{prefix}{j}"`` (``z3``, ``z2_0``).
         description: one sentence on what the level holds, for captions.
+        featured: the dims pages show first (absolute, in order); empty means the first 8.
     """
 
     key: str
@@ -174,10 +175,16 @@ class LatentLevel:
     stop: int
     prefix: str = "z"
     description: str = ""
+    featured: tuple[int, ...] = ()
 
     @property
     def dims(self) -> range:
         return range(self.start, self.stop)
+
+    @property
+    def shown_first(self) -> list[int]:
+        """The dims a page traverses before the user picks any."""
+        return list(self.featured) or list(self.dims)[:8]
 
     def label(self, dim: int) -> str:
         """The row label of absolute latent dim ``dim`` (which must lie in this level)."""

@@ -136,12 +136,18 @@ class HVAE(LatentModel):
     def latent_levels(self) -> list[LatentLevel]:
         d2 = self.top_dim
         k, fh, fw = self.bottom_shape
+        # the bottom level's first channel at the centre 3x3 cells of its grid, where the
+        # strokes are (its border cells sit on the empty margin of a digit)
+        rows, cols = range(max(0, fh // 2 - 1), min(fh, fh // 2 + 2)), range(
+            max(0, fw // 2 - 1), min(fw, fw // 2 + 2))
+        centre = tuple(d2 + r * fw + c for r in rows for c in cols)
         return [
             LatentLevel("top", "top level (z2): global", 0, d2, prefix="z2_",
                         description="the global code, drawn from N(0, I)"),
             LatentLevel("bottom", "bottom level (z1): local", d2, self.latent_dim, prefix="z1_",
                         description=f"the local code, {k}×{fh}×{fw} values on a grid over the "
-                                    "image (row by row), standardised by its prior p(z1 | z2)"),
+                                    "image (row by row), standardised by its prior p(z1 | z2)",
+                        featured=centre),
         ]
 
     # ---------------------------------------------------------------- the two layers
