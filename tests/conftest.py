@@ -71,6 +71,8 @@ TINY_SETTINGS: dict[str, dict] = {
     "gan": {"channels": 8, "latent_dim": 4},
     "pixelcnn": {"channels": 8, "layers": 2, "head": 8, "batch_size": 128},
     "mixture": {"components": 6},
+    "hvae": {"top_dim": 2, "hidden": 32, "channels": 8},
+    "diffusion": {"channels": 8, "timesteps": 100, "sample_steps": 5},
 }
 ZOO_EPOCHS = 2
 

@@ -343,9 +343,17 @@ def test_explore_shows_every_model_type(zoo, monkeypatch, name):
         assert weights == sorted(weights, reverse=True)
         assert f"The {k} heaviest of {k} components" in captions
     if model.has_latent:
-        images += 2  # traversal and interpolation
-        dims = at.multiselect(key=f"explore_dims_{run_id}")
-        assert dims.options == [f"z{d}" for d in range(model.latent_dim)]
+        levels = services.capabilities(run_id)["levels"]
+        images += len(levels) + 1  # a traversal per latent level, and the interpolation
+        if len(levels) == 1:
+            dims = at.multiselect(key=f"explore_dims_{run_id}")
+            assert dims.options == [f"z{d}" for d in range(model.latent_dim)]
+        else:  # one multiselect per level, each offering that level's dims only
+            pickers = [at.multiselect(key=f"explore_dims_{run_id}_{lv['key']}") for lv in levels]
+            offered = [p.options for p in pickers]
+            assert offered == [lv["labels"] for lv in levels]
+            assert [p.value for p in pickers] == [lv["shown_first"] for lv in levels]
+            assert sum(map(len, offered)) == model.latent_dim
         mode = at.radio(key=f"explore_interp_mode_{run_id}")
         assert mode.options == ["linear", "spherical"]
         assert mode.value == ("linear" if services.capabilities(run_id)["has_encoder"]

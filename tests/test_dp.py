@@ -26,6 +26,8 @@ SMALL = {  # tiny settings so every model trains an epoch on digits in seconds
     "gan": {"channels": 8, "latent_dim": 8},
     "pixelcnn": {"channels": 8, "layers": 2},
     "mixture": {"components": 5},
+    "hvae": {"top_dim": 2, "hidden": 32, "channels": 8},
+    "diffusion": {"channels": 8, "timesteps": 100, "sample_steps": 5},
 }
 
 

@@ -34,15 +34,24 @@ def _row_noise(*size, generator=None, dtype=None, device=None, **_):
     return row.reshape(1, *size[1:]).expand(*size).clone().to(dtype or torch.get_default_dtype())
 
 
+def _row_int(low, high=None, size=None, *, dtype=None, device=None, **_):
+    """randint that gives every row the same integer (the diffusion model's timestep)."""
+    if size is None:  # randint(high, size)
+        low, high, size = 0, low, high
+    return torch.full(tuple(size), (low + high - 1) // 2, dtype=dtype or torch.int64,
+                      device=device)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_per_sample_gradients_match_one_at_a_time(name, digits, monkeypatch):
     seed_everything(0)
     model = build(name, shape=digits.shape, num_classes=digits.num_classes).double()
     x, y = digits.train.x[:6].double(), digits.train.y[:6]
-    # Stochastic losses (the VAE's z, the GAN's fakes) draw noise per batch; fix it per row so
-    # the batch and the one-at-a-time loop see the same noise for each sample.
+    # Stochastic losses (the VAE's z, the GAN's fakes, the diffusion model's t and noise) draw
+    # per batch; fix them per row so the batch and the one-at-a-time loop see the same draws.
     monkeypatch.setattr(torch, "randn", _row_noise)
     monkeypatch.setattr(torch, "randn_like", lambda t, **kw: _row_noise(*t.shape, dtype=t.dtype))
+    monkeypatch.setattr(torch, "randint", _row_int)
     batched = per_sample_gradients(model, x, y)
     looped = per_sample_gradients_by_loop(model, x, y)
     assert batched.keys() == looped.keys() and batched

@@ -19,7 +19,7 @@ import streamlit as st
 import torch
 
 from genlab.errors import ConfigError
-from genlab.interpret.latent import interpolate, traverse
+from genlab.interpret.latent import dim_labels, interpolate, latent_levels, traverse
 from genlab.models import LatentModel
 from genlab.models.base import ProgressFn
 from genlab.viz import image_grid
@@ -45,12 +45,24 @@ def has_components(model) -> bool:
 
 
 def capabilities(run_id: str) -> dict[str, Any]:
-    """What the run's model can show: a latent (and its size), an encoder, reconstructions,
-    class-conditional samples (and the number of classes), mixture components (and how many)."""
+    """What the run's model can show: a latent (its size and its ``levels``), an encoder,
+    reconstructions, class-conditional samples (and the number of classes), mixture components
+    (and how many).
+
+    ``levels`` holds one dict per latent level, top first (one for most models, two for the
+    HVAE): ``key``, ``title``, ``description``, ``prefix``, ``dims`` (the absolute latent dims),
+    ``labels`` (one per dim, e.g. ``z3`` or ``z1_2``) and ``shown_first`` (the dims traversed
+    before the user picks any); empty without a latent.
+    """
     model, _, _ = load_model(run_id)
     conditional = bool(model.conditional)
+    levels = [{"key": lv.key, "title": lv.title, "description": lv.description, "prefix": lv.prefix,
+               "dims": list(lv.dims), "labels": [lv.label(d) for d in lv.dims],
+               "shown_first": lv.shown_first}
+              for lv in latent_levels(model)]
     return {"has_latent": bool(model.has_latent),
             "latent_dim": int(getattr(model, "latent_dim", 0) or 0),
+            "levels": levels,
             "has_encoder": has_encoder(model),
             "can_reconstruct": callable(getattr(model, "reconstruct", None)),
             "conditional": conditional,
@@ -200,7 +212,7 @@ def _traversal_grid(home: str, run_id: str, dims: tuple[int, ...], lo: float, hi
     values = np.linspace(lo, hi, steps).tolist()
     images = traverse(model, base=base, dims=list(dims), values=values)
     grid = _tile(images, data.shape, nrow=steps)
-    return label_rows(grid, [f"z{d}" for d in dims], row_height=_cell(data.shape)[0])
+    return label_rows(grid, dim_labels(model, dims), row_height=_cell(data.shape)[0])
 
 
 def traversal_grid(run_id: str, dims: list[int], lo: float, hi: float, steps: int,
@@ -208,7 +220,9 @@ def traversal_grid(run_id: str, dims: list[int], lo: float, hi: float, steps: in
     """Latent traversal: row i sweeps dim ``dims[i]`` from ``lo`` to ``hi`` in ``steps``.
 
     The other dims stay at the posterior mean of the test image picked by ``seed`` (or at zero
-    for a model without an encoder). Each row is labelled with its dim on the left.
+    for a model without an encoder). Each row is labelled on the left with its dim's label in
+    its latent level (``z3``; ``z2_0`` for the HVAE's first top dim), so one call can sweep
+    dims of any level.
     """
     return _traversal_grid(*_run_key(run_id), tuple(int(d) for d in dims), float(lo), float(hi),
                            int(steps), int(seed))

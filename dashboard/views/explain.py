@@ -133,13 +133,20 @@ def show_attributions(run_id: str, caps: dict, method: str, spec: str, n: int, s
 
 
 def show_traversal(col, run_id: str, caps: dict, spec: str, seed: int) -> None:
-    dims = list(range(min(8, caps["latent_dim"])))
+    """Up to 8 dims, shared evenly by the latent levels (4 top and 4 bottom for the HVAE; each
+    level's ``shown_first``), plus dim K of a latent:K target."""
+    levels = caps["levels"]
+    per_level = max(1, 8 // len(levels))
+    dims = [d for level in levels for d in level["shown_first"][:per_level]]
     if spec.startswith("latent:"):
         dims = sorted({*dims, int(spec.split(":")[1])})
     col.image(services.traversal_grid(run_id, dims, -3.0, 3.0, 7, seed), output_format="PNG")
     base = "the first image's code" if caps["has_encoder"] else "z = 0"
+    where = ("" if len(levels) == 1 else
+             " Rows are labelled by level: " + ", ".join(
+                 f"{lv['prefix']}… for the {lv['title']}" for lv in levels) + ".")
     col.caption(f"Latent traversal: each row moves one dim from −3 to 3 from {base}; set it "
-                "beside a latent:K map to see what dim K does.")
+                f"beside a latent:K map to see what dim K does.{where}")
 
 
 def show_scores(info) -> None:

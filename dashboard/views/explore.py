@@ -100,17 +100,22 @@ def show_reconstructions(run_id: str, can_reconstruct: bool) -> None:
              output_format="PNG")
 
 
-def show_traversal(run_id: str, latent_dim: int, has_encoder: bool) -> None:
-    if not latent_dim:
+def show_traversal(run_id: str, caps: dict) -> None:
+    """One traversal per latent level (a single one for most models, top and bottom for a
+    hierarchical VAE), sharing the range, steps and base image."""
+    levels = caps["levels"] if caps["has_latent"] else []
+    if not levels:
         st.info("This model has no latent space, so there is nothing to traverse.")
         return
+    has_encoder = caps["has_encoder"]
     base = "the code of one test image" if has_encoder else "zero, the centre of the prior"
     st.markdown(f"Each row changes **one** latent dimension from left to right and keeps the "
                 f"others fixed at {base}. A dimension whose row changes a single feature of the "
                 "image is easy to interpret.")
-    dims = st.multiselect("Latent dimensions", list(range(latent_dim)),
-                          default=list(range(min(8, latent_dim))), format_func=lambda d: f"z{d}",
-                          key=f"explore_dims_{run_id}")
+    if len(levels) > 1:
+        st.markdown(f"This model's code has **{len(levels)} levels**, top first: "
+                    + "; ".join(f"**{lv['title']}**, {lv['description']}" for lv in levels)
+                    + ". Each level has its own traversal below.")
     range_col, steps_col, seed_col = st.columns([2, 2, 1])
     lo, hi = range_col.slider("Range of values", -6.0, 6.0, (-3.0, 3.0), step=0.5,
                               key="explore_range",
@@ -121,13 +126,22 @@ def show_traversal(run_id: str, latent_dim: int, has_encoder: bool) -> None:
         seed = seed_col.number_input("Base image", min_value=0, value=0, step=1,
                                      key="explore_trav_seed",
                                      help="Picks the test image to start from.")
-    if not dims:
-        st.info("Pick at least one latent dimension.")
-        return
-    st.image(services.traversal_grid(run_id, dims, lo, hi, steps, seed),
-             caption=f"Columns: values from {lo:g} to {hi:g} in {steps} steps; rows: one per "
-                     "latent dimension (labelled on the left).",
-             output_format="PNG")
+    for level in levels:
+        one = len(levels) == 1
+        if not one:
+            st.subheader(level["title"].capitalize())
+        names = dict(zip(level["dims"], level["labels"]))
+        dims = st.multiselect("Latent dimensions" if one else f"Dimensions of the {level['title']}",
+                              level["dims"], default=level["shown_first"], format_func=names.get,
+                              key=f"explore_dims_{run_id}" + ("" if one else f"_{level['key']}"))
+        if not dims:
+            st.info("Pick at least one latent dimension.")
+            continue
+        st.image(services.traversal_grid(run_id, dims, lo, hi, steps, seed),
+                 caption=f"Columns: values from {lo:g} to {hi:g} in {steps} steps; rows: one per "
+                         "latent dimension (labelled on the left)"
+                         + ("." if one else f", all of the {level['title']}."),
+                 output_format="PNG")
 
 
 def show_interpolation(run_id: str, latent_dim: int, has_encoder: bool) -> None:
@@ -254,8 +268,7 @@ try:
     if caps["components"]:
         sections["Components"] = lambda: show_components(run_id, caps["components"])
     sections["Reconstructions"] = lambda: show_reconstructions(run_id, caps["can_reconstruct"])
-    sections["Latent traversal"] = lambda: show_traversal(run_id, latent_dim,
-                                                          caps["has_encoder"])
+    sections["Latent traversal"] = lambda: show_traversal(run_id, caps)
     sections["Interpolation"] = lambda: show_interpolation(run_id, latent_dim,
                                                            caps["has_encoder"])
     for tab, show in zip(st.tabs(list(sections)), sections.values(), strict=True):

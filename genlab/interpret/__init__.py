@@ -27,6 +27,8 @@ _EXPORTS = {
     "latent_map": "latent",
     "LatentMap": "latent",
     "has_encoder": "latent",
+    "latent_levels": "latent",
+    "dim_labels": "latent",
     "Target": "targets",
     "parse_target": "targets",
     "target_names": "targets",

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, LatentModel
+from genlab.models.base import GenerativeModel, LatentLevel, LatentModel
 
 
 def _require_latent(model: GenerativeModel) -> None:
@@ -25,6 +25,36 @@ def _require_latent(model: GenerativeModel) -> None:
 def has_encoder(model: GenerativeModel) -> bool:
     """Whether a latent model maps images to codes (it overrides :meth:`LatentModel.encode`)."""
     return bool(model.has_latent) and type(model).encode is not LatentModel.encode
+
+
+def latent_levels(model: GenerativeModel) -> list[LatentLevel]:
+    """The model's latent levels (one for most families, two for the HVAE), checked to cover
+    dims 0..latent_dim-1 in order without gaps (each featuring only its own dims); empty for a
+    model without a latent.
+
+    Raises:
+        ConfigError: the levels a model declares do not tile its code.
+    """
+    if not model.has_latent:
+        return []
+    levels = list(model.latent_levels())
+    stops = [0, *(level.stop for level in levels)]
+    if [level.start for level in levels] != stops[:-1] or stops[-1] != model.latent_dim or any(
+        level.stop <= level.start or not set(level.featured) <= set(level.dims)
+        for level in levels
+    ):
+        raise ConfigError(
+            f"the {model.name}'s latent levels {[(lv.start, lv.stop) for lv in levels]} do not "
+            f"cover its {model.latent_dim} latent dims in order"
+        )
+    return levels
+
+
+def dim_labels(model: GenerativeModel, dims: Sequence[int]) -> list[str]:
+    """The label of each latent dim, by its level: ``z3`` for a one-level model, ``z1_2`` for
+    the HVAE's third bottom dim."""
+    levels = latent_levels(model)
+    return [next(lv.label(d) for lv in levels if d in lv.dims) for d in dims]
 
 
 @torch.no_grad()

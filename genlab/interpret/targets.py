@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.interpret.latent import has_encoder
+from genlab.interpret.latent import dim_labels, has_encoder, latent_levels
 from genlab.models.base import GenerativeModel
 
 REGIONS = ("center", "top", "bottom", "left", "right", "all")
@@ -171,10 +171,13 @@ def _default(model: GenerativeModel) -> Target:
 
 
 def _latent(model: GenerativeModel, k: int) -> Target:
+    levels = latent_levels(model)
+    level = next(lv for lv in levels if k in lv.dims)
+    where = f" ({dim_labels(model, [k])[0]}, {level.title})" if len(levels) > 1 else ""
     return _pixel_target(
         model,
         f"latent:{k}",
-        f"latent:{k}: the posterior mean of latent dim {k}",
+        f"latent:{k}: the posterior mean of latent dim {k}{where}",
         lambda x, *labels: model.encode(x, *labels)[:, k],
         lambda x: _labels(model, x),
     )

@@ -8,6 +8,7 @@ through the methods below, so none of them needs code per family.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -161,11 +162,55 @@ class GenerativeModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+@dataclass(frozen=True)
+class LatentLevel:
+    """One level of a latent hierarchy: a named, contiguous block ``start:stop`` of the code.
+
+    Attributes:
+        key: a short identifier, unique within the model (``z``, ``top``, ``bottom``).
+        title: a heading for pages, e.g. ``top level (z2): global``.
+        start: the first dim of the block in the code ``decode`` takes.
+        stop: one past the block's last dim.
+        prefix: the row label of dim ``start + j`` is ``f"{prefix}{j}"`` (``z3``, ``z2_0``).
+        description: one sentence on what the level holds, for captions.
+        featured: the dims pages show first (absolute, in order); empty means the first 8.
+    """
+
+    key: str
+    title: str
+    start: int
+    stop: int
+    prefix: str = "z"
+    description: str = ""
+    featured: tuple[int, ...] = ()
+
+    @property
+    def dims(self) -> range:
+        return range(self.start, self.stop)
+
+    @property
+    def shown_first(self) -> list[int]:
+        """The dims a page traverses before the user picks any."""
+        return list(self.featured) or list(self.dims)[:8]
+
+    def label(self, dim: int) -> str:
+        """The row label of absolute latent dim ``dim`` (which must lie in this level)."""
+        return f"{self.prefix}{dim - self.start}"
+
+
 class LatentModel(GenerativeModel):
     """A model with a latent space: traversals, interpolation and latent maps work for it."""
 
     has_latent: ClassVar[bool] = True
     latent_dim: int
+
+    def latent_levels(self) -> list[LatentLevel]:
+        """The levels of the code, top first, which together cover dims 0..latent_dim-1 in order.
+
+        One level by default; a hierarchical model (the HVAE) returns one per stochastic layer, so
+        the pages can traverse each level on its own without any code per family.
+        """
+        return [LatentLevel("z", "latent", 0, self.latent_dim)]
 
     def decode(self, z: Tensor) -> Tensor:
         """Latent codes (B, latent_dim) to images in [0, 1]."""
