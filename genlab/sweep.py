@@ -57,7 +57,7 @@ __all__ = [
     "sweep_status",
 ]
 
-RECORD_BLOCKS = ("performance", "interpretability", "privacy", "cost")
+RECORD_BLOCKS = ("performance", "interpretability", "privacy", "cost", "efficiency")
 STATES = ("done", "needs_eval", "active", "todo")
 
 

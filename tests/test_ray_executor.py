@@ -23,7 +23,7 @@ import pytest
 from genlab.checkpoint import WEIGHTS_FILE
 from genlab.cli import main
 from genlab.runs import RunStore
-from genlab.sweep import SweepSpec
+from genlab.sweep import RECORD_BLOCKS, SweepSpec
 
 RAY_TITLE = "ray::genlab:"  # a Ray worker's process title while it runs a genlab task
 
@@ -189,7 +189,7 @@ def test_ray_gives_the_local_records_and_is_idempotent(ray_instance, tmp_path, m
     assert len(by_hash) == 1  # one DP VAE: the VAE is the family whose sums depend on threads
     for local_run, ray_run in by_hash.values():
         assert local_run["status"] == ray_run["status"] == "finished"
-        assert set(ray_run["record"]) == {"performance", "interpretability", "privacy", "cost"}
+        assert set(ray_run["record"]) == set(RECORD_BLOCKS)
         assert ray_run["record"] == local_run["record"]
         assert ray_run["summary"] == local_run["summary"]
         assert ray_run["history"] == local_run["history"] and len(ray_run["history"]) == 1
@@ -275,7 +275,7 @@ def test_a_trained_run_without_its_record_is_evaluated_on_ray(ray_instance, tmp_
     weights = (store.artifacts_dir(run_id) / WEIGHTS_FILE).read_bytes()
     assert run_ray_sweep(store, spec) == [run_id]
     after = store.get(run_id)
-    assert set(after.record) == {"performance", "interpretability", "privacy", "cost"}
+    assert set(after.record) == set(RECORD_BLOCKS)
     assert after.record["privacy"]["mia_auc"] is not None
     assert (after.finished, after.summary) == (before.finished, before.summary)  # not retrained
     assert (store.artifacts_dir(run_id) / WEIGHTS_FILE).read_bytes() == weights
@@ -383,7 +383,7 @@ def test_a_sweep_started_on_the_page_on_a_ray_cluster_lands_in_the_store(ray_ins
     assert "genlab sweep: 1 of 1 runs done" in log.read_text()
     (info,) = store.list()
     assert info.owner == "sweep" and info.summary["epochs"] == 1
-    assert set(info.record) == {"performance", "interpretability", "privacy", "cost"}
+    assert set(info.record) == set(RECORD_BLOCKS)
     assert not list((page_home / "runs" / info.id).glob("*.log"))  # no local worker ran it
     # it ran on this module's instance: the audit's reference model is in that node's cache
     cache = Path(os.environ["GENLAB_RAY_HOME"]) / "cache" / "audit_references"

@@ -19,6 +19,7 @@ import pytest
 from genlab import fairqueue, jobs
 from genlab.config import make_run_config
 from genlab.errors import ConfigError, StoreError
+from genlab.models import model_names
 from genlab.procs import EVALUATE_ERROR, EVALUATE_PID, write_pid_marker
 from genlab.runs import RunStore
 from genlab.sweep import (
@@ -38,6 +39,7 @@ COMPLETE = {
     "interpretability": {"score": 0.7},
     "privacy": {"epsilon": None, "mia_auc": 0.55},
     "cost": {"train_seconds": 1.0},
+    "efficiency": {"size_bytes": 1000},
 }
 TINY = dict(dataset="digits", models=("mixture",), epochs=1)
 
@@ -98,10 +100,10 @@ GRID = dict(dataset="digits", models=("vae", "mixture"), epsilons=(math.inf, 1.0
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"models": ()}, "a sweep needs at least one model; known models: cvae, gan, mixture"),
+        ({"models": ()}, "a sweep needs at least one model; known models: " + ", ".join(model_names())),
         ({"epsilons": ()}, "a sweep needs at least one epsilon; use inf for runs without DP"),
         ({"seeds": ()}, "a sweep needs at least one seed"),
-        ({"models": ("vae", "gpt")}, "unknown model 'gpt'; known models: cvae, gan, mixture"),
+        ({"models": ("vae", "gpt")}, "unknown model 'gpt'; known models: " + ", ".join(model_names())),
         ({"epsilons": (0.0,)}, "epsilon must be > 0 (got 0); use inf for a run without DP"),
         ({"epsilons": (-1.0,)}, "epsilon must be > 0 (got -1); use inf for a run without DP"),
         ({"seeds": (0, 1, 1, 2, 2, 2)}, "duplicate seeds: 1, 2; list each one once"),
@@ -215,6 +217,8 @@ def test_plan_states_from_the_store(store):
     assert failures(store, [done, unevaluated], evaluate=False) == []
     assert record_complete(COMPLETE)
     assert not record_complete({**COMPLETE, "privacy": {"epsilon": 3.0}})  # formal ε, no audit
+    no_efficiency = {k: v for k, v in COMPLETE.items() if k != "efficiency"}
+    assert not record_complete(no_efficiency)  # evaluated before the fourth axis existed
 
 
 def test_a_done_sweep_starts_nothing_and_imports_no_training_code(store):

@@ -14,6 +14,7 @@ from genlab import checkpoint_import
 from genlab import uploads as gup
 from genlab.checkpoint import WEIGHTS_FILE
 from genlab.data import DATASETS
+from genlab.paths import genlab_home
 
 from . import access
 from .core import get_store
@@ -27,8 +28,11 @@ def upload_limit_mb() -> float:
 
 
 def dataset_options() -> list[str]:
-    """The built-in datasets, then the datasets uploaded to this genlab home (newest first)."""
-    return [*DATASETS, *(str(p) for p in gup.uploaded_datasets(get_store().home))]
+    """The built-in datasets, then the datasets uploaded to this genlab home (newest first).
+
+    Uploads are files in the home, not rows in the store, so a damaged store still leaves the
+    Train page its datasets (the page reports the store's error where it lists runs)."""
+    return [*DATASETS, *(str(p) for p in gup.uploaded_datasets(genlab_home()))]
 
 
 def dataset_label(name: str) -> str:
