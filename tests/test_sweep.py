@@ -97,13 +97,16 @@ def test_parse_epsilons_rejects_bad_values_in_one_line(text, message):
 GRID = dict(dataset="digits", models=("vae", "mixture"), epsilons=(math.inf, 1.0), seeds=(0,))
 
 
+KNOWN = "known models: " + ", ".join(model_names())
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"models": ()}, "a sweep needs at least one model; known models: " + ", ".join(model_names())),
+        ({"models": ()}, "a sweep needs at least one model; " + KNOWN),
         ({"epsilons": ()}, "a sweep needs at least one epsilon; use inf for runs without DP"),
         ({"seeds": ()}, "a sweep needs at least one seed"),
-        ({"models": ("vae", "gpt")}, "unknown model 'gpt'; known models: " + ", ".join(model_names())),
+        ({"models": ("vae", "gpt")}, "unknown model 'gpt'; " + KNOWN),
         ({"epsilons": (0.0,)}, "epsilon must be > 0 (got 0); use inf for a run without DP"),
         ({"epsilons": (-1.0,)}, "epsilon must be > 0 (got -1); use inf for a run without DP"),
         ({"seeds": (0, 1, 1, 2, 2, 2)}, "duplicate seeds: 1, 2; list each one once"),
