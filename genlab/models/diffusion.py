@@ -114,6 +114,12 @@ class Diffusion(GenerativeModel):
             "alpha_bar", alpha_bars(config.schedule, config.timesteps).float(), persistent=False
         )
 
+    def training_counters(self) -> dict[str, int]:
+        return {"ema_updates": self._ema_updates}  # the EMA's warm-up decay depends on it
+
+    def load_training_counters(self, counters: dict[str, int]) -> None:
+        self._ema_updates = int(counters["ema_updates"])
+
     @classmethod
     def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
         # digits: CAS 0.94 after 20 epochs, FD 24 after 30 (bench/epochs_curve.py, 2026-12-01)
