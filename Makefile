@@ -16,6 +16,11 @@ PORT       ?= 8501
 CLASSROOM  ?= $(if $(filter 127.0.0.1 localhost ::1,$(HOST)),0,1)
 # The browser test drives Debian's Chromium; `make test BROWSER_TESTS=0` skips it.
 BROWSER_TESTS ?= 1
+# Tests run in parallel (pytest-xdist), one test file per worker, each worker on one thread:
+# on the 2-core reference machine two 1-thread workers take about half the time of one worker
+# on two threads (small models wait on their threads more than they compute). TEST_WORKERS=0
+# runs them in one process.
+TEST_WORKERS ?= auto
 CHROMIUM   ?= /usr/bin/chromium
 STAMP      := $(VENV)/.installed-$(EXTRAS)
 
@@ -46,10 +51,12 @@ demo: $(STAMP)
 	$(BIN)/python -m genlab.demo
 
 test: $(STAMP) chromium
-	GENLAB_BROWSER_TESTS=$(BROWSER_TESTS) GENLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 GENLAB_BROWSER_TESTS=$(BROWSER_TESTS) \
+	  GENLAB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+	  -m "not slow and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check genlab dashboard tests bench

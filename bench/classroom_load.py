@@ -2,7 +2,7 @@
 
 Usage::
 
-    flock /work/heavy.lock python bench/classroom_load.py [--students 20] [--epochs 1]
+    .venv/bin/python bench/classroom_load.py [--students 20] [--epochs 1]
 
 What it does, all on this machine:
 

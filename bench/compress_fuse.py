@@ -11,7 +11,7 @@ Steps (each skipped when its run already exists in the home, so an interrupted r
 
 Usage (heavy: tens of minutes on a 2-core CPU; run it under the shared lock)::
 
-    flock /work/heavy.lock python bench/compress_fuse.py --home /tmp/some_home
+    .venv/bin/python bench/compress_fuse.py --home /tmp/some_home
 
 Writes ``bench/results/compress_fuse.json`` (every record's headline figures, with the machine,
 torch version, date and load average) and prints the tables as Markdown.

@@ -1,8 +1,8 @@
 """Baselines and genlab side by side, in one process: seconds per epoch, ratios, quality.
 
-Usage (on the shared 2-core machine, under the heavy-work lock)::
+Usage (on an otherwise idle machine: other work on the cores skews the timings)::
 
-    flock /work/heavy.lock env PYTHONPATH=$PWD .venv/bin/python bench/speed.py
+    .venv/bin/python bench/speed.py
     python bench/speed.py --quick          # one epoch each, no probes: a smoke test
 
 An epoch is one pass over mnist5k's train split, **3,000 images**; ``per_60k_seconds`` scales the
