@@ -32,8 +32,8 @@ from genlab.sweep import SweepSpec, failures, run_sweep
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "demo" / "records.json"
 
 # digits (1,797 8x8 images) keeps the sweep to minutes on a 2-core CPU (380 s on 2026-12-01: 12
-# runs, each trained and evaluated with the full audit); two families that lose different things under DP
-# (a latent model and a plain likelihood), two seeds for the error bars.
+# runs, each trained and evaluated with the full audit); two families that lose different things
+# under DP (a latent model and a plain likelihood), two seeds for the error bars.
 DEMO_SPEC = SweepSpec(
     dataset="digits",
     models=("vae", "mixture"),
