@@ -267,8 +267,13 @@ elif start:
         st.error(str(err))
     else:
         st.session_state["train_follow"] = run_id
-        st.success(f"Started run {run_id}. It trains in the background; closing the tab does "
-                   "not stop it.")
+        # Kept in the session, not only shown by this script run: in a busy class a live
+        # panel's timer can restart the script before it gets here, and the run would start
+        # with no word of it (seen in bench/classroom_load.py with 20 students).
+        st.session_state["train_started"] = run_id
+if started := st.session_state.get("train_started"):
+    st.success(f"Started run {started}. It trains in the background; closing the tab does "
+               "not stop it.")
 
 st.header("Live run")
 if notice := st.session_state.pop("train_notice", None):
