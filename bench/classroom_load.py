@@ -50,7 +50,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-dev-shm-usage"]
 PASSWORD = "load test"
-ARRIVAL_GAP_S = 0.5  # seconds between two students' first visits (sign-in only; the jobs start at once)
+ARRIVAL_GAP_S = 0.5  # seconds between two students' first visits (the jobs start at once)
 TARGET_P95_S = 3.0
 PAGES = {"Home": "Lessons for class", "Train": "Live run"}  # link -> text only that page shows
 IDLE_JS = """([text]) => {
