@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError
 from genlab.models import register
 from genlab.models.base import GenerativeModel, ProgressFn
+from genlab.models.ema import AveragedWeights
 from genlab.models.unet import UNet
 
 SCHEDULES = ("cosine", "linear")
@@ -99,7 +100,7 @@ def alpha_bars(schedule: str, timesteps: int) -> Tensor:
 
 
 @register("diffusion", DiffusionConfig)
-class Diffusion(GenerativeModel):
+class Diffusion(AveragedWeights, GenerativeModel):
     """DDPM trained to predict the noise; the loss is the squared error summed over pixels."""
 
     has_likelihood = False
@@ -109,16 +110,9 @@ class Diffusion(GenerativeModel):
         super().__init__(config, shape=shape, num_classes=num_classes)
         self.net = UNet(shape, config.channels)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
-        self._ema_updates = 0
         self.register_buffer(
             "alpha_bar", alpha_bars(config.schedule, config.timesteps).float(), persistent=False
         )
-
-    def training_counters(self) -> dict[str, int]:
-        return {"ema_updates": self._ema_updates}  # the EMA's warm-up decay depends on it
-
-    def load_training_counters(self, counters: dict[str, int]) -> None:
-        self._ema_updates = int(counters["ema_updates"])
 
     @classmethod
     def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
@@ -168,17 +162,8 @@ class Diffusion(GenerativeModel):
         self, x: Tensor, y: Tensor | None, optimizers: list[torch.optim.Optimizer]
     ) -> dict[str, Tensor]:
         metrics = super().train_step(x, y, optimizers)
-        self._update_ema()
+        self._average_into(self.net_ema, self.net)
         return metrics
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * net; the decay warms up so early steps count."""
-        self._ema_updates += 1
-        decay = min(self.config.ema, (1 + self._ema_updates) / (10 + self._ema_updates))
-        torch._foreach_lerp_(
-            list(self.net_ema.parameters()), list(self.net.parameters()), 1.0 - decay
-        )
 
     # ---------------------------------------------------------------- score and explanation
     def _fixed_terms(self, x: Tensor, fractions: Tensor) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError
 from genlab.models import register
 from genlab.models.base import LatentModel
+from genlab.models.ema import AveragedWeights
 from genlab.models.vae import _downsample_sizes
 
 LOSSES = ("nonsaturating", "hinge")
@@ -163,7 +164,7 @@ def _public_pass(discriminator: nn.Module) -> Iterator[None]:
 
 
 @register("gan", GANConfig)
-class GAN(LatentModel):
+class GAN(AveragedWeights, LatentModel):
     """DCGAN-style GAN; ``loss`` is the discriminator's per-sample loss (nats, for the default
     non-saturating loss), which is also what DP-SGD clips.
 
@@ -182,13 +183,6 @@ class GAN(LatentModel):
         # The running average of G's weights that samples come from. G is post-processing of
         # the private D, and so is any average of its weights: it costs no privacy.
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self._ema_updates = 0
-
-    def training_counters(self) -> dict[str, int]:
-        return {"ema_updates": self._ema_updates}  # the EMA's warm-up decay depends on it
-
-    def load_training_counters(self, counters: dict[str, int]) -> None:
-        self._ema_updates = int(counters["ema_updates"])
 
     @classmethod
     def default_epochs(cls, dataset: str, *, private: bool = False) -> int:
@@ -262,16 +256,8 @@ class GAN(LatentModel):
         for p in self.discriminator.parameters():  # no per-sample state may outlive the step
             if getattr(p, "grad_sample", None) is not None:
                 p.grad_sample = None
-        self._update_ema()
+        self._average_into(self.generator_ema, self.generator)
         return {"loss": d_loss.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * G; the decay warms up so early steps count."""
-        self._ema_updates += 1
-        decay = min(self.config.ema, (1 + self._ema_updates) / (10 + self._ema_updates))
-        ema, live = list(self.generator_ema.parameters()), list(self.generator.parameters())
-        torch._foreach_lerp_(ema, live, 1.0 - decay)
 
     def private_modules(self) -> nn.Module:
         return self.discriminator
