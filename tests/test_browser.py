@@ -71,8 +71,8 @@ def test_train_then_explore_in_a_real_browser(browser_page, server):
 
     status = page.locator('[data-testid="stMetricValue"]').first
     deadline = time.monotonic() + 90
-    while status.inner_text().strip() != "finished":
-        assert status.inner_text().strip() in ("queued", "running"), status.inner_text()
+    while (shown := status.inner_text().strip()) != "finished":  # one read per look
+        assert shown in ("queued", "running"), shown
         assert time.monotonic() < deadline, "the run did not finish within 90 s"
         page.wait_for_timeout(500)
     samples = page.locator('[data-testid="stImage"] img').first
