@@ -8,21 +8,40 @@ turn with only the standard library and SQLite loaded; once the ticket is grante
 :mod:`genlab.jobs` and runs :func:`genlab.jobs.worker_main` in the same process, whose own wait
 finds the ticket already granted to this process and passes straight through. Twenty queued jobs
 then cost twenty small processes instead of twenty copies of torch.
+
+A worker also runs at a lower CPU priority than the dashboard that started it (``nice`` +10,
+``GENLAB_WORKER_NICE``): on a small machine a page view then waits for no training step, and a
+job gets every cycle the pages leave. On a GPU the priority changes little, since the device
+does the work.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from genlab import fairqueue
 from genlab.errors import GenlabError, TrainingCancelled
 from genlab.runs import ACTIVE, RunStore
 
+DEFAULT_NICE = 10
+
+
+def lower_priority() -> int:
+    """Raise this process's nice value by ``GENLAB_WORKER_NICE`` (default 10, 0 for none);
+    returns the new nice value. A value that is not a whole number counts as the default."""
+    try:
+        step = int(os.environ.get("GENLAB_WORKER_NICE", str(DEFAULT_NICE)))
+    except ValueError:
+        step = DEFAULT_NICE
+    return os.nice(max(0, step))
+
 
 def main(argv: list[str] | None = None) -> int:
     """Wait for the ticket's turn (if any), then hand over to :func:`genlab.jobs.worker_main`."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    lower_priority()
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("run_id")
     parser.add_argument("--ticket", type=int, default=None)

@@ -124,3 +124,24 @@ def test_a_failed_background_audit_leaves_one_line(store):
     running, error = jobs.audit_state(store, run_id)
     assert not running and "not finished" in error and "\n" not in error
     assert "privacy" not in store.get(run_id).record
+
+
+@pytest.mark.parametrize("setting, step", [(None, 10), ("3", 3), ("0", 0)])
+def test_a_worker_runs_at_a_lower_priority_than_the_page_that_started_it(store, monkeypatch,
+                                                                          setting, step):
+    if setting is not None:
+        monkeypatch.setenv("GENLAB_WORKER_NICE", setting)
+    first = jobs.submit(store, make_run_config("vae", "digits", epochs=500))
+    second = jobs.submit(store, make_run_config("vae", "digits", epochs=1, seed=1))  # queued
+    try:
+        for run_id in (first, second):
+            pid = _wait_for(store, run_id, lambda i: i.pid is not None).pid
+            deadline = time.monotonic() + 30  # the worker sets its priority as it starts
+            while (nice := os.getpriority(os.PRIO_PROCESS, pid)) == os.nice(0) and step:
+                assert time.monotonic() < deadline, f"{run_id} kept the parent's priority"
+                time.sleep(0.05)
+            assert nice == min(19, os.nice(0) + step)
+    finally:
+        for run_id in (first, second):
+            jobs.cancel(store, run_id)
+            jobs.wait(store, run_id, timeout=60)
