@@ -183,7 +183,8 @@ class _Task:
     def __init__(self, index: int, run_id: str, ref: Any, *, evaluating_only: bool):
         self.index, self.run_id, self.ref = index, run_id, ref
         self.evaluating_only = evaluating_only
-        self.cancel_sent = False
+        self.cancel_sent: float | None = None  # when ray.cancel was first sent (monotonic)
+        self.forced = False
 
 
 def _submit(ray, store: RunStore, item: SweepItem, index: int, *, evaluate: bool,
@@ -229,12 +230,13 @@ def _collect(ray, store: RunStore, task: _Task) -> None:
     """Land a task that returned, or record why it did not."""
     try:
         result = ray.get(task.ref)
-    except ray.exceptions.TaskCancelledError:
-        result = None
-        if not task.evaluating_only:
-            store.mark_cancelled(task.run_id)
-    except ray.exceptions.RayError as err:
-        result = {"error": _ray_error(err)}
+    except ray.exceptions.RayError as err:  # a forced cancel reports a crashed worker
+        if not (isinstance(err, ray.exceptions.TaskCancelledError) or task.forced):
+            result = {"error": _ray_error(err)}
+        else:
+            result = None
+            if not task.evaluating_only:
+                store.mark_cancelled(task.run_id)
     try:
         store.get(task.run_id)
     except RunNotFound:  # deleted while its task was out: nothing to land
@@ -340,9 +342,7 @@ def run_ray_sweep(
                     item = items[task.index]
                     settle(task.index, _classify(store, item.config, item.config_hash))
                 for task in out.values():  # a cancel request from the dashboard or the API
-                    if not task.cancel_sent and store.cancel_requested(task.run_id):
-                        ray.cancel(task.ref)
-                        task.cancel_sent = True
+                    _pass_on_cancel(ray, store, task)
     except KeyboardInterrupt:
         _cancel_all(ray, store, out)
         raise
@@ -351,6 +351,23 @@ def run_ray_sweep(
             with contextlib.suppress(Exception):
                 ray.shutdown()
     return [item.run_id for item in items]
+
+
+CANCEL_GRACE_S = 10.0  # after this, a task that ignored ray.cancel is cancelled with force
+
+
+def _pass_on_cancel(ray, store: RunStore, task: _Task) -> None:
+    """Turn a run's cancel request into ``ray.cancel``. A task that goes on for
+    ``CANCEL_GRACE_S`` after it (the KeyboardInterrupt can miss a task that is only just
+    starting; seen once in CI, where a cancelled 500-epoch run finished) gets
+    ``ray.cancel(force=True)``, which ends its worker process."""
+    if task.cancel_sent is None:
+        if store.cancel_requested(task.run_id):
+            ray.cancel(task.ref)
+            task.cancel_sent = time.monotonic()
+    elif not task.forced and time.monotonic() - task.cancel_sent > CANCEL_GRACE_S:
+        ray.cancel(task.ref, force=True)
+        task.forced = True
 
 
 def _cancel_all(ray, store: RunStore, out: dict[Any, _Task]) -> None:
