@@ -231,12 +231,10 @@ def _collect(ray, store: RunStore, task: _Task) -> None:
     try:
         result = ray.get(task.ref)
     except ray.exceptions.RayError as err:  # a forced cancel reports a crashed worker
-        if not (isinstance(err, ray.exceptions.TaskCancelledError) or task.forced):
-            result = {"error": _ray_error(err)}
-        else:
-            result = None
-            if not task.evaluating_only:
-                store.mark_cancelled(task.run_id)
+        cancelled = isinstance(err, ray.exceptions.TaskCancelledError) or task.forced
+        result = None if cancelled else {"error": _ray_error(err)}
+        if cancelled and not task.evaluating_only:
+            store.mark_cancelled(task.run_id)
     try:
         store.get(task.run_id)
     except RunNotFound:  # deleted while its task was out: nothing to land
