@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from genlab import data as gdata
@@ -27,6 +26,7 @@ from genlab.paths import genlab_home
 from genlab.runs import ACTIVE, RunInfo, RunStore
 
 from . import access
+from .svg_chart import line_chart_svg
 
 TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3}  # TrainConfig's defaults
 
@@ -135,17 +135,13 @@ def elapsed_seconds(info: RunInfo) -> float | None:
     return (info.finished or time.time()) - info.started
 
 
-def loss_figure(history: pd.DataFrame) -> go.Figure:
-    """Train and test loss per epoch (nats per image)."""
-    fig = go.Figure()
-    for column, name in (("train_loss", "train_loss"), ("test_loss", "test_loss")):
-        if column in history and len(history):
-            fig.add_trace(go.Scatter(x=history["epoch"].tolist(), y=history[column].tolist(),
-                                     name=name, mode="lines+markers"))
-    fig.update_layout(xaxis_title="epoch", yaxis_title="loss (nats per image)", height=320,
-                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"))
-    fig.update_xaxes(dtick=1 if len(history) <= 20 else None)
-    return fig
+def loss_chart(history: pd.DataFrame) -> str:
+    """Train and test loss per epoch (nats per image), as SVG for ``st.image``: the live panel
+    redraws it every second, and Plotly cost each browser far more (``svg_chart``)."""
+    series = {column: history[column].tolist() for column in ("train_loss", "test_loss")
+              if column in history}
+    return line_chart_svg(history["epoch"].tolist() if len(history) else [], series,
+                          x_label="epoch", y_label="loss (nats per image)", integer_x=True)
 
 
 # ----------------------------------------------------------------------------- form metadata

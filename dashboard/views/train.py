@@ -199,7 +199,7 @@ def live_panel(run_id: str, was_status: str) -> None:
                 st.rerun(scope="app")  # the run list changes
 
     if len(history):
-        st.plotly_chart(services.loss_figure(history), key=f"train_loss_{run_id}")
+        st.image(services.loss_chart(history))
     elif info.status in ACTIVE:
         st.caption("The loss curve appears after the first epoch.")
 
