@@ -75,12 +75,14 @@ def test_train_then_explore_in_a_real_browser(browser_page, server):
         assert shown in ("queued", "running"), shown
         assert time.monotonic() < deadline, "the run did not finish within 90 s"
         page.wait_for_timeout(500)
-    samples = page.locator('[data-testid="stImage"] img').first
-    samples.wait_for(state="visible", timeout=30_000)
+    images = page.locator('[data-testid="stImage"] img')
+    images.nth(1).wait_for(state="visible", timeout=30_000)  # the loss curve, then the samples
     settle(page)
     assert page.get_by_text("3 / 3").count() == 1  # the epoch metric
-    page.locator('[data-testid="stPlotlyChart"]').first.wait_for(state="visible", timeout=30_000)
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+    chart, samples = images.all()
+    assert chart.get_attribute("src").startswith("data:image/svg+xml")
+    assert chart.evaluate("img => img.complete && img.naturalWidth") == 720  # decoded and drawn
+    assert samples.evaluate("img => img.complete && img.naturalWidth") > 0
     no_exceptions(page)
     screenshot(page, "train.png")
 
