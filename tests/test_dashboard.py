@@ -6,15 +6,14 @@ page starts runs in a real background worker; each such test waits for its worke
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
-from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 import services
 from streamlit.testing.v1 import AppTest
+from test_svg_chart import svg_series
 
 from genlab import jobs
 from genlab.config import make_run_config
@@ -46,14 +45,6 @@ def plotly_traces(at: AppTest) -> dict[str, list]:
         for trace in json.loads(chart.proto.spec)["data"]:
             traces[trace["name"]] = trace["y"]
     return traces
-
-
-def svg_series(url: str) -> dict[str, list[float]]:
-    """``{series name: y values}`` of an SVG line chart shown by ``st.image`` (a data URL)."""
-    assert url.startswith("data:image/svg+xml;base64,"), url[:40]
-    root = ElementTree.fromstring(base64.b64decode(url.split(",", 1)[1]))
-    return {line.get("data-series"): [float(v) for v in line.get("data-y").split(",")]
-            for line in root.iter("{http://www.w3.org/2000/svg}polyline")}
 
 
 def train_in_process(home: Path, model: str = "vae", epochs: int = 1, **overrides) -> str:
@@ -173,7 +164,7 @@ def test_train_starts_a_background_run_and_follows_it(genlab_home):
     assert at.metric[0].value == "finished"
     assert at.metric[1].value == "1 / 1"
     chart, samples = at.image
-    lines = svg_series(chart.value[0])
+    lines = {name: values for name, (values, _) in svg_series(chart.value[0]).items()}
     history = store.history(run.id)
     assert lines["test_loss"] == pytest.approx([h["test_loss"] for h in history])
     assert len(lines["train_loss"]) == 1

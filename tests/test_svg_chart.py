@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from xml.etree import ElementTree
 
@@ -18,6 +19,12 @@ def polylines(svg: str) -> dict[str, tuple[list[float], list[tuple[float, float]
         [float(v) for v in line.get("data-y").split(",")],
         [tuple(map(float, p.split(","))) for p in line.get("points").split()])
         for line in root.iter(f"{SVG}polyline")}
+
+
+def svg_series(url: str) -> dict[str, tuple[list[float], list[tuple[float, float]]]]:
+    """:func:`polylines` of a chart that ``st.image`` shows (a base64 data URL)."""
+    assert url.startswith("data:image/svg+xml;base64,"), url[:40]
+    return polylines(base64.b64decode(url.split(",", 1)[1]).decode())
 
 
 @pytest.mark.parametrize(("lo", "hi", "count", "expected"), [
