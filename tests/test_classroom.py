@@ -224,3 +224,23 @@ def test_a_wrong_teacher_password_gives_no_rights(classroom):
     at.selectbox(key="train_follow").select(ended)
     at.run()
     assert at.button(key="train_delete").proto.disabled
+
+
+def test_a_run_far_back_in_the_queue_refreshes_its_panel_less_often(classroom):
+    import services
+
+    from genlab import fairqueue
+
+    owners = ["ann", "bob", "carla", "dan"]
+    queued = [add_run(classroom, owner, "queued") for owner in owners]
+    for run_id, owner in zip(queued, owners):
+        fairqueue.enqueue(classroom, run_id, "cpu", owner=owner, pid=os.getpid())
+    ahead = [services.queue_position(run_id) for run_id in queued]
+    assert ahead == [0, 1, 2, 3]  # four owners, one job each: they start in order
+    assert [services.live_refresh_seconds("queued", n) for n in ahead] == [5.0, 5.0, 5.0, 20.0]
+    assert services.live_refresh_seconds("running", None) == 1.0
+    assert services.live_refresh_seconds("finished", None) is None
+
+    at = sign_in("dan", page="train")  # the last in line follows its run at the slow pace
+    assert at.selectbox(key="train_follow").value == queued[-1]
+    assert not at.exception and "3 jobs ahead of it" in at.info[0].value

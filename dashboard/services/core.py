@@ -122,6 +122,25 @@ def queue_position(run_id: str) -> int | None:
     return fairqueue.position(get_store(), run_id)
 
 
+NEAR_TURN = 2  # a queued run with at most this many jobs ahead refreshes at the near pace
+
+
+def live_refresh_seconds(status: str, ahead: int | None) -> float | None:
+    """Seconds between two refreshes of a run's live panel on Train; None: no refresh.
+
+    A running run's panel refreshes every second. A queued run's every 5 s once at most
+    ``NEAR_TURN`` jobs are ahead of it (``ahead``, from :func:`queue_position`), and every 20 s
+    further back, where only its place in line changes: in a class of 20 most runs wait, and each
+    refresh costs the server a script run and the browser about 0.1 s of CPU
+    (bench/classroom_load.py). An ended run's panel does not refresh.
+    """
+    if status == "running":
+        return 1.0
+    if status == "queued":
+        return 5.0 if ahead is None or ahead <= NEAR_TURN else 20.0
+    return None
+
+
 def run_history(run_id: str) -> pd.DataFrame:
     """Per-epoch history (epoch, step, train_loss, test_loss, seconds, ...) as a DataFrame."""
     rows = get_store().history(run_id)

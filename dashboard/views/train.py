@@ -146,15 +146,16 @@ def cancel(run_id: str) -> None:
         st.session_state["train_action_error"] = str(err)
 
 
-def live_panel(run_id: str, was_status: str) -> None:
+def live_panel(run_id: str, was_every: float | None) -> None:
     """Status, progress, loss curve and, once finished, samples of one run."""
     try:
         info = services.run_info(run_id)
     except GenlabError as err:
         st.error(str(err))
         return
-    if info.status != was_status:
-        st.rerun()  # it started or ended: redraw the page once, polling at the new pace
+    ahead = services.queue_position(run_id) if info.status == "queued" else None
+    if services.live_refresh_seconds(info.status, ahead) != was_every:
+        st.rerun()  # it started, ended or moved up the line: redraw once, polling at the new pace
     history = services.run_history(run_id)
     epochs = info.config.get("train", {}).get("epochs")
     last = history.iloc[-1] if len(history) else None
@@ -168,7 +169,6 @@ def live_panel(run_id: str, was_status: str) -> None:
 
     st.caption(f"Owner: {info.owner or 'the command line'}")
     if info.status == "queued":
-        ahead = services.queue_position(run_id)
         line = "" if ahead is None else f" {ahead} job{'s' * (ahead != 1)} ahead of it."
         st.info("Waiting for a free device: one job trains at a time per device, and owners "
                 f"take turns.{line}")
@@ -298,9 +298,7 @@ if mine and mine not in statuses:  # in a busy class one's own run leaves the ne
 # go stale. The status is shown in the panel below.
 followed = st.selectbox("Run", list(statuses), key="train_follow",
                         help="Your latest run, or any recent one (newest first).")
-# A running run's panel refreshes every second; a queued one's only every 5 s, since only its
-# place in line changes: with a class of 20 most runs wait, and each refresh costs the server a
-# script run and the browser about 0.1 s of CPU (bench/classroom_load.py).
-POLL_S = {"running": 1.0, "queued": 5.0}
 status = statuses[followed]
-st.fragment(live_panel, run_every=POLL_S.get(status))(followed, status)
+every = services.live_refresh_seconds(
+    status, services.queue_position(followed) if status == "queued" else None)
+st.fragment(live_panel, run_every=every)(followed, every)
