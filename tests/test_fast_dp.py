@@ -139,8 +139,11 @@ def test_grouped_conv_per_sample_gradients_equal_opacus(layer):
     assert ours.keys() == opacus.keys()
     for p in ours:
         assert ours[p].shape == opacus[p].shape == (5, *p.shape)
-        assert float(opacus[p].abs().max()) > 1
-        assert torch.allclose(ours[p], opacus[p], rtol=1e-5, atol=1e-5)
+        scale = float(opacus[p].abs().max())
+        assert scale > 1
+        # Float32 sums of 24 x 24 products, taken in another order: they may differ by about
+        # sqrt(576) * 1.2e-7 of the largest value (3e-5 of 76 on an AMD EPYC; under 1e-5 on Xeon).
+        assert torch.allclose(ours[p], opacus[p], rtol=1e-5, atol=4e-6 * scale)
 
 
 @pytest.mark.parametrize("capacity", [64, 16])  # padded (64 > 37) and overflowing (3 chunks)
