@@ -27,9 +27,9 @@ page shown: what the harness adds before each click left out), the same for the 
 the class was still arriving (reported apart: then the other students' browsers are loading
 the app for the first time, about 4 s of CPU each), a 30-second timeline, the total time,
 peak memory, CPU by role, the load average, the start order of the runs and the machine (with
-Chromium's version). The target is p95 <= 3 s on this project's 2-core machine. Note that the
-20 browsers run on the same 2 cores as the server and the workers here, which a real classroom
-does not do.
+its CPU model and Chromium's version). The target is p95 <= 3 s on this project's 2-core
+machine. Note that the 20 browsers run on the same 2 cores as the server and the workers here,
+which a real classroom does not do.
 """
 
 from __future__ import annotations
@@ -254,15 +254,6 @@ async def drive(url: str, students: list[str], epochs: int, home: Path, pace: st
 
 
 # ----------------------------------------------------------------------------- the report
-def cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo (Linux), None elsewhere."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=20)
@@ -276,6 +267,7 @@ def main() -> int:
     import streamlit
     import torch
 
+    from genlab.demo import device_name
     from genlab.runs import RunStore
 
     work = Path(tempfile.mkdtemp(prefix="classroom_load-"))
@@ -374,7 +366,7 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "streamlit": streamlit.__version__, "chromium": driven["chromium"],
-                    "cpu": cpu_model(),
+                    "device": device_name(),
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
         "failed_moves": failed_moves[:10],
         "timeline": timeline([m for m in moves if m["seconds"] is not None], sampler.samples,

@@ -127,8 +127,8 @@ def test_a_failed_background_audit_leaves_one_line(store):
     assert "privacy" not in store.get(run_id).record
 
 
-AUTOGROUP = Path("/proc/sys/kernel/sched_autogroup_enabled").is_file() and Path(
-    "/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+_AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+AUTOGROUP = _AUTOGROUP_SWITCH.is_file() and _AUTOGROUP_SWITCH.read_text().strip() == "1"
 
 
 @pytest.mark.parametrize("setting, step", [(None, 10), ("3", 3), ("0", 0)])
