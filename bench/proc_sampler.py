@@ -2,7 +2,10 @@
 ``classroom_load.py``.
 
 Roles: ``bench`` (the sampling process itself), ``server`` (one given pid), ``workers`` (genlab's
-job workers) and ``browser`` (everything else below the bench: Playwright's driver and Chromium).
+job workers, and the warm launcher they are forked from: ``genlab.launcher``) and ``browser``
+(everything else below the bench: Playwright's driver and Chromium). A forked worker keeps the
+launcher's command line and shares its pages until it writes them, so PSS is the fair measure of
+the workers' memory; the ``workers`` count leaves the launcher out.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from pathlib import Path
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+WORKER_MODULES = ("genlab.worker", "genlab.jobs", "genlab.launcher")
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
@@ -95,9 +99,11 @@ class MemorySampler(threading.Thread):
         for pid in tree:
             cmd = table.get(pid, (0, ""))[1]
             role = ("bench" if pid == me else "server" if pid == self.server_pid
-                    else "workers" if "genlab.worker" in cmd or "genlab.jobs" in cmd
+                    else "workers" if any(m in cmd for m in WORKER_MODULES)
                     else "browser")
-            workers += role == "workers"
+            parent_cmd = table.get(table.get(pid, (0, ""))[0], (0, ""))[1]
+            launcher = "genlab.launcher" in cmd and "genlab.launcher" not in parent_cmd
+            workers += role == "workers" and not launcher
             self.cpu[pid] = (role, _cpu_seconds(pid) or self.cpu.get(pid, (role, 0.0))[1])
             rss, pss = _memory_kb(pid, with_pss)
             roles[role][0] += rss

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from genlab import fairqueue
+from genlab import fairqueue, launcher
 from genlab.checkpoint import WEIGHTS_FILE, save_weights
 from genlab.config import RunConfig
 from genlab.errors import GenlabError, TrainingCancelled
@@ -162,12 +162,12 @@ def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int
     returns its pid."""
     ticket = _ticket(store, run_id)
     args = [run_id, *ticket.args] + (["--evaluate"] if evaluate else [])
-    proc = _spawn(store, run_id, args, "worker.log")
-    ticket.attach(proc.pid)
-    store.set_pid(run_id, proc.pid)
+    pid = _spawn(store, run_id, args, "worker.log")
+    ticket.attach(pid)
+    store.set_pid(run_id, pid)
     if evaluate:
-        _mark_evaluating(store, run_id, proc.pid)
-    return proc.pid
+        _mark_evaluating(store, run_id, pid)
+    return pid
 
 
 def submit_evaluation(store: RunStore, run_id: str) -> int:
@@ -175,10 +175,10 @@ def submit_evaluation(store: RunStore, run_id: str) -> int:
     its pid. The sweep's plan counts the run active while its ``evaluate.pid`` marker lives."""
     run_id = store.get(run_id).id
     ticket = _ticket(store, run_id)
-    proc = _spawn(store, run_id, ["--evaluate-only", run_id, *ticket.args], "evaluate.log")
-    ticket.attach(proc.pid)
-    _mark_evaluating(store, run_id, proc.pid)
-    return proc.pid
+    pid = _spawn(store, run_id, ["--evaluate-only", run_id, *ticket.args], "evaluate.log")
+    ticket.attach(pid)
+    _mark_evaluating(store, run_id, pid)
+    return pid
 
 
 class _Place:
@@ -211,21 +211,27 @@ AUDIT_PID = "audit.pid"  # in the run's folder while a background audit runs: "p
 AUDIT_ERROR = "audit.error"  # the one-line reason the last background audit failed
 
 
-def _spawn(store: RunStore, run_id: str, args: list[str], log_name: str) -> subprocess.Popen:
-    log = open(store.artifacts_dir(run_id) / log_name, "ab")
+def _spawn(store: RunStore, run_id: str, args: list[str], log_name: str) -> int:
+    """Start ``python -m genlab.worker ARGS`` in its own session, writing to the run's
+    ``log_name``; forked from the warm launcher when one is ready (:mod:`genlab.launcher`).
+    Returns the worker's pid."""
+    log_path = store.artifacts_dir(run_id) / log_name
     env = {**os.environ, "GENLAB_HOME": str(store.home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genlab.worker", *args],  # waits light, then runs worker_main
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    log.close()
+    pid = launcher.spawn(args, env=env, log=log_path)
+    if pid is not None:
+        return pid
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "genlab.worker", *args],  # waits light, then runs worker_main
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     # Reap the child when it ends, so a finished worker never lingers as a zombie.
     threading.Thread(target=proc.wait, daemon=True).start()
-    return proc
+    return proc.pid
 
 
 def submit_audit(store: RunStore, run_id: str, *, reference: bool = True) -> None:
@@ -237,8 +243,8 @@ def submit_audit(store: RunStore, run_id: str, *, reference: bool = True) -> Non
     folder = store.artifacts_dir(store.get(run_id).id)
     (folder / AUDIT_ERROR).unlink(missing_ok=True)
     args = ["--audit", run_id] + ([] if reference else ["--no-reference"])
-    proc = _spawn(store, run_id, args, "audit.log")
-    write_pid_marker(folder / AUDIT_PID, proc.pid)
+    pid = _spawn(store, run_id, args, "audit.log")
+    write_pid_marker(folder / AUDIT_PID, pid)
 
 
 def audit_state(store: RunStore, run_id: str) -> tuple[bool, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SETTINGS
 
-from genlab import fairqueue, jobs
+from genlab import fairqueue, jobs, launcher
 from genlab.config import make_run_config
 from genlab.fairqueue import Ticket, next_ticket
 from genlab.runs import RunStore
@@ -94,20 +95,36 @@ def test_real_workers_serve_a_late_owner_second(tmp_path, monkeypatch):
     assert not math.isnan(runs[-1].summary["test_loss"])
 
 
-def test_a_queued_worker_waits_without_torch_and_can_be_cancelled(tmp_path, monkeypatch):
-    """genlab.worker waits for its turn with only SQLite loaded; torch comes once it is granted."""
+def _private_dirty_mb(pid: int) -> float:
+    """Memory only this process has written to (its own, not shared with a parent)."""
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    return int(re.search(r"^Private_Dirty:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "forked"])
+def test_a_queued_worker_waits_light_and_can_be_cancelled(warm, tmp_path, monkeypatch):
+    """A queued worker costs little memory of its own while it waits: a fresh ``genlab.worker``
+    waits with only SQLite loaded (torch comes once its turn is granted), and one forked from the
+    warm launcher shares the launcher's pages (a fresh process with torch writes ~150 MB)."""
     monkeypatch.setenv("GENLAB_HOME", str(tmp_path))
+    monkeypatch.setenv(launcher.SWITCH, "1" if warm else "0")
+    launcher_pid = launcher.warm() if warm else None
+    assert (launcher_pid is not None) == warm
     store = RunStore(tmp_path)
     device = jobs.resolve_device("auto").type
     with fairqueue.turn(store, "device-holder", device, owner="test"):  # the device is busy
         run_id = jobs.submit(store, make_run_config("vae", "digits", epochs=1), owner="ann")
-        maps = Path(f"/proc/{store.get(run_id).pid}/maps")
+        pid = store.get(run_id).pid
+        maps = Path(f"/proc/{pid}/maps")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "_sqlite3" not in maps.read_text():
             time.sleep(0.1)  # genlab.jobs would load torch before sqlite3; genlab.worker never
-        assert "_sqlite3" in maps.read_text() and "libtorch" not in maps.read_text()
+        assert "_sqlite3" in maps.read_text()
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert (parent == launcher_pid) == warm
         time.sleep(2.0)  # it polls the queue meanwhile
-        assert "libtorch" not in maps.read_text() and store.get(run_id).status == "queued"
+        assert ("libtorch" in maps.read_text()) == warm and store.get(run_id).status == "queued"
+        assert _private_dirty_mb(pid) < 60
         assert fairqueue.position(store, run_id) == 0
         assert jobs.cancel(store, run_id) == "queued"
         assert jobs.wait(store, run_id, timeout=30) == "cancelled"

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from genlab import data as gdata
-from genlab import fairqueue, jobs
+from genlab import fairqueue, jobs, launcher
 from genlab.checkpoint import load_run_model
 from genlab.config import make_run_config
 from genlab.errors import OwnershipError
@@ -37,8 +37,17 @@ def _store_at(home: str) -> RunStore:
     return RunStore(home)
 
 
+@st.cache_resource(show_spinner=False)
+def _warm_workers() -> bool:
+    """Start the warm worker launcher (:mod:`genlab.launcher`) once per server, in the background,
+    so that even the first job a class submits is forked instead of importing torch afresh."""
+    launcher.start()
+    return True
+
+
 def get_store() -> RunStore:
     """The run store under the current ``GENLAB_HOME`` (one shared instance per home)."""
+    _warm_workers()
     return _store_at(str(genlab_home()))
 
 

@@ -3,43 +3,44 @@
 FD and PRDC are measured in the penultimate features of genlab's own reference classifier (a small
 CNN trained on the dataset's train split), because Inception weights cannot be loaded here. They
 cannot be compared with published Inception FID values.
+
+Names are loaded on first use, as in :mod:`genlab.interpret`: the command line shows
+``FD_NOTE`` in its help without importing torch.
 """
 
-from genlab.fidelity.metrics import (
-    bits_per_dim,
-    classification_accuracy_score,
-    frechet_distance,
-    prdc,
-)
-from genlab.fidelity.performance import CAS_EPOCHS, performance_block
-from genlab.fidelity.reference import (
-    CODE_VERSION,
-    ReferenceCNN,
-    extract_features,
-    reference_accuracy,
-    reference_classifier,
-    reference_info,
-    train_classifier,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 FD_NOTE = (
     "fd is the Frechet distance in the features of genlab's own reference classifier, not "
     "Inception: it cannot be compared with published FID figures."
 )
 
-__all__ = [
-    "FD_NOTE",
-    "CAS_EPOCHS",
-    "CODE_VERSION",
-    "ReferenceCNN",
-    "bits_per_dim",
-    "classification_accuracy_score",
-    "extract_features",
-    "frechet_distance",
-    "performance_block",
-    "prdc",
-    "reference_accuracy",
-    "reference_classifier",
-    "reference_info",
-    "train_classifier",
-]
+_EXPORTS = {
+    "bits_per_dim": "metrics",
+    "classification_accuracy_score": "metrics",
+    "frechet_distance": "metrics",
+    "prdc": "metrics",
+    "CAS_EPOCHS": "performance",
+    "performance_block": "performance",
+    "CODE_VERSION": "reference",
+    "ReferenceCNN": "reference",
+    "extract_features": "reference",
+    "reference_accuracy": "reference",
+    "reference_classifier": "reference",
+    "reference_info": "reference",
+    "train_classifier": "reference",
+}
+
+__all__ = sorted(["FD_NOTE", *_EXPORTS])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
