@@ -179,7 +179,6 @@ def serve(key: str, *, idle: float | None = None) -> int:
     os.environ.update(SINGLE_THREADED)
     for name in PRELOAD:
         importlib.import_module(name)
-    import numpy as np  # noqa: F401  (loaded by the imports above; reseeded in each worker)
 
     if threads() != 1:  # something started a thread: forking would be unsafe, so serve nothing
         print(f"genlab launcher: {threads()} threads after imports; not serving", file=sys.stderr)

@@ -10,8 +10,7 @@ Names are loaded on first use, as in :mod:`genlab.interpret`: the command line s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from genlab.lazy import lazy_exports
 
 FD_NOTE = (
     "fd is the Frechet distance in the features of genlab's own reference classifier, not "
@@ -37,10 +36,4 @@ _EXPORTS = {
 __all__ = sorted(["FD_NOTE", *_EXPORTS])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

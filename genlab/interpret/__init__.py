@@ -17,8 +17,7 @@ Names are loaded on first use, so ``genlab.interpret.latent`` does not pay for i
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from genlab.lazy import lazy_exports
 
 _EXPORTS = {
     "interpolate": "latent",
@@ -50,10 +49,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
