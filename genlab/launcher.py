@@ -206,12 +206,26 @@ def serve(key: str, *, idle: float | None = None) -> int:
                 if request.get("stop"):
                     conn.sendall(b'{"stopped": true}\n')
                     return 0
+                if not _well_formed(request):
+                    conn.sendall(b'{"error": "malformed request"}\n')
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     _become_worker(listener, conn, request)  # never returns
                 conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a broken request: its client falls back to a fresh process
+
+
+def _well_formed(request: Any) -> bool:
+    """A spawn request as :func:`spawn` sends it: string arguments, a string-to-string
+    environment, a working directory and a log path. Checked before forking, never after."""
+    return (isinstance(request, dict)
+            and isinstance(request.get("args"), list)
+            and all(isinstance(a, str) for a in request["args"])
+            and isinstance(request.get("env"), dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
+            and isinstance(request.get("cwd"), str) and isinstance(request.get("log"), str))
 
 
 def threads() -> int:
