@@ -267,8 +267,14 @@ def main() -> int:
     import streamlit
     import torch
 
+    from genlab import launcher
     from genlab.demo import device_name
     from genlab.runs import RunStore
+
+    # A warm launcher left by another server of this checkout would fork this run's workers
+    # outside the measured process tree: their CPU and memory would go uncounted.
+    if launcher.stop():
+        print("stopped a warm launcher left by another server", file=sys.stderr)
 
     work = Path(tempfile.mkdtemp(prefix="classroom_load-"))
     home = work / "home"
