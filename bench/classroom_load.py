@@ -271,8 +271,7 @@ def main() -> int:
     from genlab.demo import device_name
     from genlab.runs import RunStore
 
-    # A warm launcher left by another server of this checkout would fork this run's workers
-    # outside the measured process tree: their CPU and memory would go uncounted.
+    # another server's warm launcher would fork this run's workers outside the measured tree
     if launcher.stop():
         print("stopped a warm launcher left by another server", file=sys.stderr)
 
