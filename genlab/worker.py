@@ -44,11 +44,12 @@ def lower_priority() -> int:
         step = int(os.environ.get("GENLAB_WORKER_NICE", str(DEFAULT_NICE)))
     except ValueError:
         step = DEFAULT_NICE
-    nice = os.nice(max(0, step))
+    step = max(0, step)
     if step > 0 and os.getsid(0) == os.getpid():  # never the session of a terminal it runs in
+        # The session first, so that whoever sees the new nice value sees the session's too.
         with contextlib.suppress(OSError):  # no autogroup (another OS, or a kernel without it)
-            Path("/proc/self/autogroup").write_text(f"{nice}\n")
-    return nice
+            Path("/proc/self/autogroup").write_text(f"{min(19, os.nice(0) + step)}\n")
+    return os.nice(step)
 
 
 def main(argv: list[str] | None = None) -> int:
