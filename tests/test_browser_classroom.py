@@ -65,6 +65,8 @@ def test_the_gate_in_a_real_browser(browser_page, classroom_server):
     settle(page)
     page.wait_for_selector("text=Signed in as bob", timeout=30_000)
     page.get_by_role("link", name="Train").first.click()  # the sidebar's page links are back
+    settle(page)
+    page.get_by_text("Live run", exact=True).click()  # bob started no run: the form came first
     page.wait_for_selector("text=Owner: ann", timeout=60_000)
     settle(page)
     assert "Signed in as bob" in shown(page) and "Train a model" in shown(page)

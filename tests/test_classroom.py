@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_dashboard import live_view
 
 from genlab.config import make_run_config
 from genlab.runs import RunStore
@@ -85,7 +86,7 @@ def test_laptop_mode_asks_nothing_and_the_local_user_owns_everything(genlab_home
     assert not at.text_input  # no password, no name
     assert at.dataframe[0].value.set_index("id").loc[other, "owner"] == "someone-else"
     at.switch_page("views/train.py")
-    at.run()
+    live_view(at.run())
     delete = at.button(key="train_delete")
     assert not delete.proto.disabled  # the laptop's user is in charge of every run
     delete.click().run()
@@ -113,7 +114,7 @@ def test_a_wrong_password_shows_nothing_of_the_app(classroom):
     assert secret_run not in everything_shown(at)
     at = submit(at, "access_name_input", "   ")
     assert "enter a name" in at.error[0].value
-    at = submit(at, "access_name_input", "bob")  # in: the Train page asked for above
+    at = live_view(submit(at, "access_name_input", "bob"))  # in: the Train page asked for
     assert at.selectbox(key="train_follow").value == secret_run
     assert "Owner: ann" in [c.value for c in at.caption]
     assert "Signed in as **bob**" in at.sidebar.caption[0].value
@@ -145,7 +146,7 @@ def test_runs_started_in_the_page_carry_the_owner(classroom):
 
 def test_another_owner_cannot_cancel_or_delete_through_the_page(classroom):
     running, ended = add_run(classroom, "ann", "running"), add_run(classroom, "ann", "cancelled")
-    at = sign_in("bob", page="train")
+    at = live_view(sign_in("bob", page="train"))
     at.selectbox(key="train_follow").select(running)
     at.run()
     cancel = at.button(key="train_cancel")
@@ -192,7 +193,7 @@ def test_the_services_behind_the_buttons_refuse_another_owner(classroom, status)
 def test_the_owner_and_the_teacher_can(classroom):
     running, ended = add_run(classroom, "ann", "running"), add_run(classroom, "ann", "cancelled")
     cli_run = add_run(classroom, None, "cancelled")  # from the command line: the teacher's
-    at = sign_in("ann", page="train")
+    at = live_view(sign_in("ann", page="train"))
     at.selectbox(key="train_follow").select(running)
     at.run()
     at.button(key="train_cancel").click().run()
@@ -202,7 +203,7 @@ def test_the_owner_and_the_teacher_can(classroom):
     at.run()
     assert at.button(key="train_delete").proto.disabled  # not ann's
 
-    at = sign_in("dana", teacher=True, page="train")
+    at = live_view(sign_in("dana", teacher=True, page="train"))
     assert "Signed in as **dana** (teacher)" in at.sidebar.caption[0].value
     for run_id in (ended, cli_run):
         at.selectbox(key="train_follow").select(run_id)
@@ -220,7 +221,7 @@ def test_a_wrong_teacher_password_gives_no_rights(classroom):
     assert at.error[0].value == "That is not the teacher password."
     assert "(teacher)" not in at.sidebar.caption[0].value
     at.switch_page("views/train.py")
-    at.run()
+    live_view(at.run())
     at.selectbox(key="train_follow").select(ended)
     at.run()
     assert at.button(key="train_delete").proto.disabled
@@ -241,6 +242,6 @@ def test_a_run_far_back_in_the_queue_refreshes_its_panel_less_often(classroom):
     assert services.live_refresh_seconds("running", None) == 1.0
     assert services.live_refresh_seconds("finished", None) is None
 
-    at = sign_in("dan", page="train")  # the last in line follows its run at the slow pace
+    at = live_view(sign_in("dan", page="train"))  # the last in line follows its run slowly
     assert at.selectbox(key="train_follow").value == queued[-1]
     assert not at.exception and "3 jobs ahead of it" in at.info[0].value

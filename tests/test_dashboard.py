@@ -34,6 +34,11 @@ def open_page(page: str, **query: str) -> AppTest:
     return at.run()
 
 
+def live_view(at: AppTest) -> AppTest:
+    """On Train, switch from the form ("New run", where a fresh session opens) to "Live run"."""
+    return at.radio(key="train_view").set_value("Live run").run()
+
+
 def no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -60,9 +65,9 @@ def test_home_explains_axes_and_lists_runs(trained_home):
     _, run_id = trained_home
     at = open_page("home")
     no_exception(at)
-    headings = " ".join(h.value for h in at.subheader)
+    headings = [m.value.split("\n")[0] for m in at.markdown if m.value.startswith("### ")]
     for axis in ("Performance", "Interpretability", "Privacy"):
-        assert axis in headings
+        assert any(heading.endswith(f" {axis}") for heading in headings)
     text = " ".join(m.value for m in at.markdown)
     assert "ε" in text and "membership" in text.lower()
     table = at.dataframe[0].value.set_index("id")
@@ -106,7 +111,10 @@ def test_train_form_is_built_from_the_model_config(genlab_home):
     assert at.number_input(key="train_lr").value == pytest.approx(3e-3)
     at.toggle(key="train_dp").set_value(False).run()
     assert at.number_input(key="train_batch_size").value == 64
-    assert "No runs yet" in at.info[0].value
+    assert "train_follow" not in [box.key for box in at.selectbox]  # the form alone
+    live_view(at)
+    assert "No runs yet: start one under New run." == at.info[0].value
+    assert not at.number_input  # and the live run alone
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -292,7 +300,7 @@ def test_train_panel_shows_why_a_run_failed(genlab_home):
     run_id = store.create_run(model="vae", dataset="digits", config=cfg.to_dict())
     with pytest.raises(GenlabError):
         jobs.execute_run(store, run_id)
-    at = open_page("train")
+    at = live_view(open_page("train"))
     no_exception(at)
     assert at.selectbox(key="train_follow").value == run_id
     assert at.metric[0].value == "failed"

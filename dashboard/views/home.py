@@ -12,29 +12,28 @@ st.markdown(
     "it gives away about the people whose data trained it."
 )
 
+# One Markdown element per block of text: in a class every page view draws each element anew, and
+# each costs the browser's renderer time whatever its size (bench/README.md, "Page weight").
 performance, interpretability, privacy = st.columns(3)
-with performance:
-    st.subheader(":material/insights: Performance")
-    st.markdown(
-        "How good the model is as a generator. **Sample quality**: do its images look like the "
-        "real ones, and do they cover every kind of image in the data? **Likelihood**: how "
-        "probable the model finds real test images it never saw (lower test loss is better)."
-    )
-with interpretability:
-    st.subheader(":material/psychology: Interpretability")
-    st.markdown(
-        "How well we can explain what the model does. Models with a **latent space** let us "
-        "turn one knob at a time and watch the image change (a *latent traversal*); "
-        "**attributions** show which pixels a model's output depends on."
-    )
-with privacy:
-    st.subheader(":material/shield_lock: Privacy")
-    st.markdown(
-        "How much the model leaks about the people in its training data. **Differential "
-        "privacy** gives a formal guarantee, a budget **ε** (smaller is more private). A "
-        "**membership attack** measures the leak in practice: can an attacker tell whether a "
-        "given record was in the training set?"
-    )
+performance.markdown(
+    "### :material/insights: Performance\n\n"
+    "How good the model is as a generator. **Sample quality**: do its images look like the "
+    "real ones, and do they cover every kind of image in the data? **Likelihood**: how "
+    "probable the model finds real test images it never saw (lower test loss is better)."
+)
+interpretability.markdown(
+    "### :material/psychology: Interpretability\n\n"
+    "How well we can explain what the model does. Models with a **latent space** let us "
+    "turn one knob at a time and watch the image change (a *latent traversal*); "
+    "**attributions** show which pixels a model's output depends on."
+)
+privacy.markdown(
+    "### :material/shield_lock: Privacy\n\n"
+    "How much the model leaks about the people in its training data. **Differential "
+    "privacy** gives a formal guarantee, a budget **ε** (smaller is more private). A "
+    "**membership attack** measures the leak in practice: can an attacker tell whether a "
+    "given record was in the training set?"
+)
 
 st.page_link("views/train.py", label="Train your first model", icon=":material/arrow_forward:")
 
@@ -74,20 +73,17 @@ def lesson_panel(lesson_id: str, was_running: bool) -> None:
             st.rerun()
 
 
-st.header("Lessons for class")
 st.markdown(
+    "## Lessons for class\n\n"
     "Each lesson asks one question and trains the few small models that answer it, on the "
     "bundled handwritten digits, in the background (about a minute or two on a laptop). "
-    "When it has finished, open the page that shows the answer."
+    "When it has finished, open the page that shows the answer.\n\n" + services.GOOD_EPSILON
 )
-st.markdown(services.GOOD_EPSILON)
 for lesson in services.lessons():
     with st.container(border=True):
-        st.subheader(lesson.title)
-        st.markdown(f"*{lesson.question}*")
-        st.markdown(lesson.explanation)
         runs = f"{lesson.spec.size} run" + ("s" if lesson.spec.size != 1 else "")
-        st.caption(f"{runs}. From a terminal: `{lesson.command()}`")
+        st.markdown(f"### {lesson.title}\n\n*{lesson.question}*\n\n{lesson.explanation}\n\n"
+                    f":small[:gray[{runs}. From a terminal: `{lesson.command()}`]]")
         try:
             running = services.lesson_status(lesson.id)["state"] == "running"
         except GenlabError as err:

@@ -5,7 +5,8 @@ Besides the built-in datasets, a user may upload their own (checked in genlab be
 With differential privacy on, the page shows the planned ε (or the σ a target ε needs) for the
 current data, batch size and epochs before anything starts; it is not an ``st.form``, so the plan
 follows every change. Training runs in a worker process (``services.start_run``); the live panel
-polls the store.
+polls the store. The page has two views, "New run" (the form) and "Live run" (one run followed
+live); starting a run switches to the second, and a session that started one opens on it.
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ import streamlit as st
 from genlab.errors import GenlabError
 
 ACTIVE = ("queued", "running")
+NEW, LIVE = "New run", "Live run"  # the two views
 
 
 def reset_train_defaults() -> None:
@@ -214,91 +216,126 @@ def live_panel(run_id: str, was_every: float | None) -> None:
                      icon=":material/image_search:")
 
 
-st.title("Train a model")
-
-model_col, data_col = st.columns(2)
-model_options = services.models()
-model = model_col.selectbox("Model", model_options, key="train_model",
-                            index=model_options.index(services.default_model()),
-                            on_change=reset_train_defaults)
-dataset = data_col.selectbox("Dataset", services.dataset_options(), key="train_dataset",
-                             format_func=services.dataset_label, on_change=reset_train_defaults)
-with data_col.expander("Use your own data"):
-    st.file_uploader(
-        "A .npz with x (images) and y (labels), or a .zip of an MNIST-style IDX folder or of an "
-        "image folder (one subfolder per class)", type=list(services.UPLOAD_TYPES),
-        key="train_upload", on_change=add_upload,
-        help=f"At most {services.upload_limit_mb():.0f} MB. The file is checked before it is "
-             "kept: grey-scale images of one size, integer labels, nothing pickled.")
-    if error := st.session_state.pop("train_upload_error", None):
-        st.error(error)
-    if notice := st.session_state.pop("train_upload_notice", None):
-        st.success(notice)
-# The DP switch is drawn further down; its state from the last run picks DP-SGD's defaults.
-defaults = services.train_defaults(model, dataset, private=st.session_state.get("train_dp", False))
-
-st.subheader(f"{model} settings")
-columns = st.columns(3)
-settings = {}
-for i, field in enumerate(services.model_fields(model)):
-    with columns[i % 3]:
-        settings[field["name"]] = field_widget(model, field)
-st.subheader("Training")
-epochs_col, batch_col, lr_col, seed_col = st.columns(4)
-epochs = epochs_col.number_input("Epochs", min_value=1, value=defaults["epochs"], step=1,
-                                 key="train_epochs", help="Passes over the train split.")
-batch_size = batch_col.number_input("Batch size", min_value=1, value=defaults["batch_size"],
-                                    step=16, key="train_batch_size")
-lr = lr_col.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]),
-                         step=1e-4, format="%g", key="train_lr", help="Adam's step size.")
-seed = seed_col.number_input("Seed", min_value=0, value=0, step=1, key="train_seed",
-                             help="The same seed and settings give the same model.")
-privacy, privacy_error = privacy_settings(dataset, int(batch_size), int(epochs))
-start = st.button("Start training", type="primary", key="train_start",
-                  icon=":material/play_arrow:")
-
-if start and privacy_error:
-    st.warning("Fix the differential privacy settings above first.")
-elif start:
+def new_run() -> None:
+    """The form: model, data, the model's settings, training settings, DP, and Start."""
     try:
-        run_id = services.start_run(model, dataset, epochs, seed, batch_size, lr, settings,
-                                    privacy=privacy)
+        services.list_runs(limit=1)  # a store that would refuse the run is said first
     except GenlabError as err:
         st.error(str(err))
-    else:
-        st.session_state["train_follow"] = run_id
-        # Kept in the session, not only shown by this script run: in a busy class a live
-        # panel's timer can restart the script before it gets here, and the run would start
-        # with no word of it (seen in bench/classroom_load.py with 20 students).
-        st.session_state["train_started"] = run_id
-if started := st.session_state.get("train_started"):
-    st.success(f"Started run {started}. It trains in the background; closing the tab does "
-               "not stop it.")
+        st.stop()
+    model_col, data_col = st.columns(2)
+    model_options = services.models()
+    model = model_col.selectbox("Model", model_options, key="train_model",
+                                index=model_options.index(services.default_model()),
+                                on_change=reset_train_defaults)
+    dataset = data_col.selectbox("Dataset", services.dataset_options(), key="train_dataset",
+                                 format_func=services.dataset_label, on_change=reset_train_defaults)
+    with data_col.expander("Use your own data"):
+        st.file_uploader(
+            "A .npz with x (images) and y (labels), or a .zip of an MNIST-style IDX folder or of "
+            "an image folder (one subfolder per class)", type=list(services.UPLOAD_TYPES),
+            key="train_upload", on_change=add_upload,
+            help=f"At most {services.upload_limit_mb():.0f} MB. The file is checked before it is "
+                 "kept: grey-scale images of one size, integer labels, nothing pickled.")
+        if error := st.session_state.pop("train_upload_error", None):
+            st.error(error)
+        if notice := st.session_state.pop("train_upload_notice", None):
+            st.success(notice)
+    # The DP switch is drawn further down; its state from the last run picks DP-SGD's defaults.
+    defaults = services.train_defaults(model, dataset,
+                                       private=st.session_state.get("train_dp", False))
 
-st.header("Live run")
-if notice := st.session_state.pop("train_notice", None):
-    st.success(notice)
-try:
-    runs = services.list_runs(limit=20)
-except GenlabError as err:
-    st.error(str(err))
-    st.stop()
-if not runs:
-    st.info("No runs yet: start one above.")
-    st.stop()
+    st.subheader(f"{model} settings")
+    columns = st.columns(3)
+    settings = {}
+    for i, field in enumerate(services.model_fields(model)):
+        with columns[i % 3]:
+            settings[field["name"]] = field_widget(model, field)
+    st.subheader("Training")
+    epochs_col, batch_col, lr_col, seed_col = st.columns(4)
+    epochs = epochs_col.number_input("Epochs", min_value=1, value=defaults["epochs"], step=1,
+                                     key="train_epochs", help="Passes over the train split.")
+    batch_size = batch_col.number_input("Batch size", min_value=1, value=defaults["batch_size"],
+                                        step=16, key="train_batch_size")
+    lr = lr_col.number_input("Learning rate", min_value=0.0, value=float(defaults["lr"]),
+                             step=1e-4, format="%g", key="train_lr", help="Adam's step size.")
+    seed = seed_col.number_input("Seed", min_value=0, value=0, step=1, key="train_seed",
+                                 help="The same seed and settings give the same model.")
+    privacy, privacy_error = privacy_settings(dataset, int(batch_size), int(epochs))
+    start = st.button("Start training", type="primary", key="train_start",
+                      icon=":material/play_arrow:")
 
-statuses = {r.id: r.status for r in runs}
-mine = st.session_state.get("train_follow")
-if mine and mine not in statuses:  # in a busy class one's own run leaves the newest 20
+    if start and privacy_error:
+        st.warning("Fix the differential privacy settings above first.")
+    elif start:
+        try:
+            run_id = services.start_run(model, dataset, epochs, seed, batch_size, lr, settings,
+                                        privacy=privacy)
+        except GenlabError as err:
+            st.error(str(err))
+        else:
+            st.session_state["train_follow"] = run_id
+            # Kept in the session, not only shown by this script run: in a busy class a live
+            # panel's timer can restart the script before it gets here, and the run would start
+            # with no word of it (seen in bench/classroom_load.py with 20 students).
+            st.session_state["train_started"] = run_id
+            st.session_state["train_view_next"] = LIVE  # the next script run shows it live
+            st.rerun()
+
+
+def live_run() -> None:
+    """The run this session follows (its latest, or any recent one), live."""
+    if started := st.session_state.get("train_started"):
+        st.success(f"Started run {started}. It trains in the background; closing the tab does "
+                   "not stop it.")
+    if notice := st.session_state.pop("train_notice", None):
+        st.success(notice)
     try:
-        statuses[mine] = services.run_info(mine).status
-    except GenlabError:  # deleted meanwhile
-        st.session_state["train_follow"] = runs[0].id
-# Plain ids as labels: the browser keeps a keyed selectbox's labels, so a status in them would
-# go stale. The status is shown in the panel below.
-followed = st.selectbox("Run", list(statuses), key="train_follow",
-                        help="Your latest run, or any recent one (newest first).")
-status = statuses[followed]
-every = services.live_refresh_seconds(
-    status, services.queue_position(followed) if status == "queued" else None)
-st.fragment(live_panel, run_every=every)(followed, every)
+        runs = services.list_runs(limit=20)
+    except GenlabError as err:
+        st.error(str(err))
+        st.stop()
+    if not runs:
+        st.info("No runs yet: start one under New run.")
+        st.stop()
+
+    statuses = {r.id: r.status for r in runs}
+    started = st.session_state.get("train_started")
+    if started and "train_follow" not in st.session_state:  # back from another page
+        st.session_state["train_follow"] = started
+    mine = st.session_state.get("train_follow")
+    if mine and mine not in statuses:  # in a busy class one's own run leaves the newest 20
+        try:
+            info = services.run_info(mine)  # an id prefix in a link is enough
+        except GenlabError as err:  # deleted meanwhile, or a link to no run
+            st.warning(f"{err}. The newest run is shown instead.")
+            st.session_state["train_follow"] = runs[0].id
+        else:
+            statuses[info.id] = info.status
+            st.session_state["train_follow"] = info.id
+    # Plain ids as labels: the browser keeps a keyed selectbox's labels, so a status in them would
+    # go stale. The status is shown in the panel below.
+    followed = st.selectbox("Run", list(statuses), key="train_follow",
+                            help="Your latest run, or any recent one (newest first).")
+    status = statuses[followed]
+    every = services.live_refresh_seconds(
+        status, services.queue_position(followed) if status == "queued" else None)
+    st.fragment(live_panel, run_every=every)(followed, every)
+
+
+st.title("Train a model")
+
+# Two views, one drawn at a time: the form's 20-odd widgets or the live run. Each element costs
+# the browser time on every visit, and in a class the page is mostly revisited to follow a run
+# (bench/README.md, "Page weight"). Once this session started a run, the page opens on it.
+if view := st.session_state.pop("train_view_next", None):
+    st.session_state["train_view"] = view
+elif "train_view" not in st.session_state and (linked := st.query_params.get("run")):
+    st.session_state["train_view"], st.session_state["train_follow"] = LIVE, linked  # ?run=ID
+st.session_state.setdefault("train_view", LIVE if st.session_state.get("train_started") else NEW)
+view = st.radio("View", (NEW, LIVE), key="train_view", horizontal=True,
+                label_visibility="collapsed")
+if view == NEW:
+    new_run()
+else:
+    live_run()
