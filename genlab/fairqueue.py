@@ -118,6 +118,26 @@ def attach(store: RunStore, ticket: int, pid: int) -> None:
         )
 
 
+def take_over(store: RunStore, ticket: int, old_pid: int, new_pid: int) -> bool:
+    """Move ``ticket`` (and the turn it may hold) from process ``old_pid`` to ``new_pid``, in
+    one statement; False when ``old_pid`` no longer holds it."""
+    _ensure(store)
+    stat = process_stat(new_pid)
+    with store._connect(write=True) as conn:
+        return conn.execute(
+            "UPDATE device_queue SET pid = ?, pid_start = ? WHERE ticket = ? AND pid = ?",
+            (new_pid, stat[1] if stat else None, ticket, old_pid),
+        ).rowcount == 1
+
+
+def release(store: RunStore, ticket: int) -> None:
+    """Free ``ticket`` unless another process took it over (:func:`take_over`)."""
+    _ensure(store)
+    with store._connect(write=True) as conn:
+        conn.execute("DELETE FROM device_queue WHERE ticket = ? AND (pid = ? OR pid IS NULL)",
+                     (ticket, os.getpid()))
+
+
 def tickets(store: RunStore, device: str | None = None) -> list[Ticket]:
     """Every ticket (on ``device``, if given), in submission order."""
     _ensure(store)
@@ -242,4 +262,4 @@ def turn(
             time.sleep(poll)
         yield ticket
     finally:
-        _drop(store, [ticket])
+        release(store, ticket)

@@ -13,7 +13,9 @@ socket in Linux's abstract namespace (nothing on disk to clean up) to fork a wor
 caller's arguments, environment, working directory and log file, and returns the worker's pid.
 When no launcher answers yet, it starts one in the background and returns ``None``; the caller
 then starts a plain ``python -m genlab.worker`` as before, so no job ever waits for the
-launcher. The forked worker is what that process would have been: it leads its own session
+launcher. That fresh worker waits for its turn with only SQLite loaded and, if a launcher
+serves by then, hands the turn to a worker the launcher forks instead of importing torch itself
+(:mod:`genlab.worker`). The forked worker is what that process would have been: it leads its own session
 (it outlives the server), runs :func:`genlab.worker.main`, and writes to the same log.
 
 The launcher serves only its own user (it checks the peer's credentials), exits after
@@ -63,12 +65,13 @@ def enabled() -> bool:
     return sys.platform.startswith("linux") and os.environ.get(SWITCH, "1").strip() != "0"
 
 
-def code_key() -> str:
+def code_key(nice: int | None = None) -> str:
     """What a launcher's imported code and process depend on, hashed: the interpreter,
-    ``PYTHONPATH``, the nice value (a worker's priority is set relative to it) and every genlab
-    source file's size and modification time."""
+    ``PYTHONPATH``, the nice value (this process's unless given: a worker's priority is set
+    relative to it) and every genlab source file's size and modification time."""
+    nice = os.nice(0) if nice is None else nice
     digest = hashlib.sha256()
-    digest.update(f"{sys.executable}\0{os.environ.get('PYTHONPATH', '')}\0{os.nice(0)}".encode())
+    digest.update(f"{sys.executable}\0{os.environ.get('PYTHONPATH', '')}\0{nice}".encode())
     for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
         with contextlib.suppress(OSError):  # a file removed meanwhile: the next call sees it
             stat = path.stat()
@@ -81,12 +84,13 @@ def _address(key: str) -> str:
 
 
 # ------------------------------------------------------------------------------- the client
-def spawn(args: list[str], *, env: dict[str, str], log: Path) -> int | None:
-    """Fork a background worker (``genlab.worker`` with ``args``) from the warm launcher;
-    returns its pid, or None when no launcher is ready (one is started for the next job)."""
+def spawn(args: list[str], *, env: dict[str, str], log: Path, key: str | None = None) -> int | None:
+    """Fork a background worker (``genlab.worker`` with ``args``) from the warm launcher (of
+    ``key``, default this process's :func:`code_key`); returns its pid, or None when no launcher
+    is ready (one is started for the next job)."""
     if not enabled():
         return None
-    key = code_key()
+    key = key or code_key()
     request = {"args": list(args), "env": dict(env), "cwd": os.getcwd(), "log": str(log)}
     try:
         reply = _ask(key, request)
@@ -95,6 +99,17 @@ def spawn(args: list[str], *, env: dict[str, str], log: Path) -> int | None:
         return None
     pid = reply.get("pid")
     return int(pid) if isinstance(pid, int) and pid > 0 else None
+
+
+def ready(key: str | None = None) -> bool:
+    """Whether the launcher of ``key`` (default this process's :func:`code_key`) serves now; it
+    is neither started nor waited for."""
+    if not enabled():
+        return False
+    try:
+        return isinstance(_ask(key or code_key(), {"ping": True}).get("pid"), int)
+    except OSError:
+        return False
 
 
 def warm(timeout: float = 120.0) -> int | None:

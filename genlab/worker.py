@@ -20,11 +20,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from genlab import fairqueue
+from genlab import fairqueue, launcher
 from genlab.errors import GenlabError, TrainingCancelled
+from genlab.procs import EVALUATE_PID, pid_alive, write_pid_marker
 from genlab.runs import ACTIVE, RunStore
 
 DEFAULT_NICE = 10
@@ -55,12 +59,17 @@ def lower_priority() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Wait for the ticket's turn (if any), then hand over to :func:`genlab.jobs.worker_main`."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    started_nice = os.nice(0)  # the launcher that would serve the process that started this one
     lower_priority()
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("run_id")
     parser.add_argument("--ticket", type=int, default=None)
     parser.add_argument("--audit", action="store_true")
+    parser.add_argument(TAKE_OVER, type=int, default=None)
     known, _ = parser.parse_known_args(argv)
+    if known.take_over is not None:
+        cut = argv.index(TAKE_OVER)
+        return _take_over(known.ticket, known.take_over, argv[:cut] + argv[cut + 2:])
     mine = None
     if known.ticket is not None and not known.audit:
         store = RunStore(recover=False)
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         with fairqueue.turn(store, mine.run_id, mine.device, ticket=mine.ticket,
                             slots=fairqueue.jobs_per_device(),
                             cancelled=lambda: store.cancel_requested(mine.run_id)):
+            if _hand_over(store, mine, argv, launcher_key=lambda: launcher.code_key(started_nice)):
+                return 0
             return _full(argv)
     except TrainingCancelled:  # cancelled while it waited: it never started
         if store.get(mine.run_id).status in ACTIVE:
@@ -79,6 +90,72 @@ def main(argv: list[str] | None = None) -> int:
     except GenlabError as err:  # the store went away while waiting
         print(f"genlab worker: {err}", file=sys.stderr)
         return 1
+
+
+# ------------------------------------------------------------------ handing a turn to the launcher
+# A job submitted before the warm launcher (genlab.launcher) served got a fresh worker, which
+# would import torch itself once its turn came: with a class arriving all at once, every job of
+# the class did, at the workers' low priority, while the launcher warmed up beside them (bench/
+# README.md, "Warm workers"). Such a worker hands its turn to a launcher that serves by then: the
+# launcher forks the job's worker, which takes the ticket and the run over, and this one exits.
+TAKE_OVER = "--take-over"  # PID: the fresh worker whose granted ticket this one takes over
+HAND_OVER_TIMEOUT_S = 30.0
+
+
+def _hand_over(store: RunStore, mine: fairqueue.Ticket, argv: list[str], *,
+               launcher_key: Callable[[], str]) -> bool:
+    """Give this worker's granted turn to a worker forked by the warm launcher (of
+    ``launcher_key()``); True when that one took the ticket over (this one then exits), False
+    to run the job here."""
+    if "torch" in sys.modules or not launcher.enabled():  # forked warm already, or no launcher
+        return False
+    key = launcher_key()
+    if not launcher.ready(key):
+        return False
+    try:
+        log = Path(os.readlink("/proc/self/fd/1"))  # the run's log, which jobs opened for us
+    except OSError:
+        return False
+    if not log.is_file():
+        return False
+    child = launcher.spawn([*argv, TAKE_OVER, str(os.getpid())], env=dict(os.environ), log=log,
+                           key=key)
+    if child is None:
+        return False
+    deadline = time.monotonic() + HAND_OVER_TIMEOUT_S
+    while time.monotonic() < deadline and pid_alive(child):
+        now = next((t for t in fairqueue.tickets(store) if t.ticket == mine.ticket), None)
+        if now is not None and now.pid == child:
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(OSError):  # too late: make sure it never starts, then run here
+        os.kill(child, signal.SIGKILL)
+    fairqueue.take_over(store, mine.ticket, child, os.getpid())
+    if store.get(mine.run_id).pid == child:
+        store.set_pid(mine.run_id, os.getpid())
+    return False
+
+
+def _take_over(ticket: int | None, parent: int, argv: list[str]) -> int:
+    """In the forked worker: take ``parent``'s granted ticket, its run and its evaluation
+    marker, then run the job and free the ticket."""
+    store = RunStore(recover=False)
+    mine = next((t for t in fairqueue.tickets(store) if t.ticket == ticket), None)
+    if mine is None or mine.granted is None or not fairqueue.take_over(store, ticket, parent,
+                                                                        os.getpid()):
+        print(f"genlab worker: no granted ticket {ticket} of process {parent} to take over",
+              file=sys.stderr)
+        return 1
+    if store.get(mine.run_id).pid == parent:
+        store.set_pid(mine.run_id, os.getpid())
+    marker = store.artifacts_dir(mine.run_id) / EVALUATE_PID
+    with contextlib.suppress(OSError, ValueError):
+        if int(marker.read_text().split()[0]) == parent:
+            write_pid_marker(marker, os.getpid())
+    try:
+        return _full(argv)
+    finally:
+        fairqueue.release(store, mine.ticket)
 
 
 def _full(argv: list[str]) -> int:

@@ -62,3 +62,47 @@ def test_stop_ends_it():
     assert launcher.warm() is not None
     assert launcher.stop() is True
     assert launcher.stop() is False  # nobody left to answer
+
+
+# ------------------------------------------------------- a fresh worker hands its turn over
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_fresh_worker_hands_its_turn_to_a_launcher_that_serves_by_then(genlab_home, monkeypatch,
+                                                                         warm):
+    """A job submitted before the launcher served got a fresh worker (spawn answers None here);
+    when its turn comes and a launcher serves, a forked worker takes the ticket and the run over
+    and trains it. Without a launcher the fresh worker trains it itself."""
+    from genlab import fairqueue, jobs
+    from genlab.config import make_run_config
+    from genlab.runs import RunStore
+
+    if warm:
+        assert launcher.warm() is not None
+    else:
+        monkeypatch.setenv(launcher.SWITCH, "0")
+    monkeypatch.setattr(launcher, "spawn", lambda *a, **k: None)  # as before the launcher served
+    store = RunStore(genlab_home)
+    run_id = jobs.submit(store, make_run_config("mixture", "digits", epochs=1, seed=0))
+    fresh = store.get(run_id).pid
+    assert jobs.wait(store, run_id, timeout=120) == "finished", store.get(run_id).error
+    trained_by = store.get(run_id).pid  # the process that claimed the run and trained it
+    assert (trained_by != fresh) is warm
+    assert fairqueue.tickets(store) == []  # the ticket was freed by whoever held it last
+    log = (store.artifacts_dir(run_id) / "worker.log").read_text()
+    assert "Traceback" not in log and "take over" not in log
+
+
+def test_a_worker_takes_over_only_a_granted_ticket_of_the_process_named(genlab_home):
+    from genlab import fairqueue, worker
+    from genlab.runs import RunStore
+
+    store = RunStore(genlab_home)
+    run_id = store.create_run(model="mixture", dataset="digits", config={})
+    ticket = fairqueue.enqueue(store, run_id, "cpu", owner="ann", pid=os.getpid())
+    for holder in (os.getpid() + 1_000_000, os.getpid()):  # another process's; not yet granted
+        assert worker._take_over(ticket, holder, [run_id, "--ticket", str(ticket)]) == 1
+    (left,) = fairqueue.tickets(store)
+    assert left.pid == os.getpid() and left.granted is None
+    assert fairqueue.take_over(store, ticket, os.getpid() + 1_000_000, 1) is False
+    assert fairqueue.take_over(store, ticket, os.getpid(), os.getppid()) is True
+    fairqueue.release(store, ticket)  # another process holds it now: this one frees nothing
+    assert [t.pid for t in fairqueue.tickets(store)] == [os.getppid()]
