@@ -38,13 +38,15 @@ privacy.markdown(
 st.page_link("views/train.py", label="Train your first model", icon=":material/arrow_forward:")
 
 
-def lesson_panel(lesson_id: str, was_running: bool) -> None:
-    """Start button, live progress, or the links to the answer, of one lesson."""
-    try:
-        status = services.lesson_status(lesson_id)
-    except GenlabError as err:
-        st.error(str(err))
-        return
+def lesson_panel(lesson_id: str, was_running: bool, status: dict | None = None) -> None:
+    """Start button, live progress, or the links to the answer, of one lesson (``status``: its
+    :func:`services.lesson_status`, read here when not given)."""
+    if status is None:
+        try:
+            status = services.lesson_status(lesson_id)
+        except GenlabError as err:
+            st.error(str(err))
+            return
     if was_running and status["state"] != "running":
         st.rerun()  # the whole page: polling stops and the answer links appear
     done, total = status["done"], status["total"]
@@ -85,11 +87,14 @@ for lesson in services.lessons():
         st.markdown(f"### {lesson.title}\n\n*{lesson.question}*\n\n{lesson.explanation}\n\n"
                     f":small[:gray[{runs}. From a terminal: `{lesson.command()}`]]")
         try:
-            running = services.lesson_status(lesson.id)["state"] == "running"
+            status = services.lesson_status(lesson.id)
         except GenlabError as err:
             st.error(str(err))
             continue
-        st.fragment(lesson_panel, run_every=2.0 if running else None)(lesson.id, running)
+        if status["state"] == "running":  # its own script run every 2 s, while it trains
+            st.fragment(lesson_panel, run_every=2.0)(lesson.id, True)
+        else:
+            lesson_panel(lesson.id, False, status)
 
 st.header("Recent runs")
 try:
