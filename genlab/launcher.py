@@ -15,8 +15,9 @@ When no launcher answers yet, it starts one in the background and returns ``None
 then starts a plain ``python -m genlab.worker`` as before, so no job ever waits for the
 launcher. That fresh worker waits for its turn with only SQLite loaded and, if a launcher
 serves by then, hands the turn to a worker the launcher forks instead of importing torch itself
-(:mod:`genlab.worker`). The forked worker is what that process would have been: it leads its own session
-(it outlives the server), runs :func:`genlab.worker.main`, and writes to the same log.
+(:mod:`genlab.worker`). The forked worker is what that process would have been: it leads its
+own session (it outlives the server), runs :func:`genlab.worker.main`, and writes to the same
+log.
 
 The launcher serves only its own user (it checks the peer's credentials), exits after
 ``GENLAB_WARM_IDLE`` seconds without a request (default 600), and is keyed by the Python

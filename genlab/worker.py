@@ -131,31 +131,37 @@ def _hand_over(store: RunStore, mine: fairqueue.Ticket, argv: list[str], *,
     with contextlib.suppress(OSError):  # too late: make sure it never starts, then run here
         os.kill(child, signal.SIGKILL)
     fairqueue.take_over(store, mine.ticket, child, os.getpid())
-    if store.get(mine.run_id).pid == child:
-        store.set_pid(mine.run_id, os.getpid())
+    _move_run(store, mine.run_id, child, os.getpid())
     return False
 
 
 def _take_over(ticket: int | None, parent: int, argv: list[str]) -> int:
-    """In the forked worker: take ``parent``'s granted ticket, its run and its evaluation
-    marker, then run the job and free the ticket."""
+    """In the forked worker: take ``parent``'s run, its evaluation marker and, last, its granted
+    ticket (what ``parent`` waits to see before it exits), then run the job and free the ticket."""
     store = RunStore(recover=False)
     mine = next((t for t in fairqueue.tickets(store) if t.ticket == ticket), None)
-    if mine is None or mine.granted is None or not fairqueue.take_over(store, ticket, parent,
-                                                                        os.getpid()):
+    if mine is None or mine.granted is None or mine.pid != parent:
         print(f"genlab worker: no granted ticket {ticket} of process {parent} to take over",
               file=sys.stderr)
         return 1
-    if store.get(mine.run_id).pid == parent:
-        store.set_pid(mine.run_id, os.getpid())
-    marker = store.artifacts_dir(mine.run_id) / EVALUATE_PID
-    with contextlib.suppress(OSError, ValueError):
-        if int(marker.read_text().split()[0]) == parent:
-            write_pid_marker(marker, os.getpid())
+    _move_run(store, mine.run_id, parent, os.getpid())  # first: never seen without a live owner
+    if not fairqueue.take_over(store, mine.ticket, parent, os.getpid()):
+        return 1  # gone meanwhile: the parent runs the job and takes its run back
     try:
         return _full(argv)
     finally:
         fairqueue.release(store, mine.ticket)
+
+
+def _move_run(store: RunStore, run_id: str, old_pid: int, new_pid: int) -> None:
+    """Record ``new_pid`` as the run's process and in its evaluation marker, where either names
+    ``old_pid``."""
+    if store.get(run_id).pid == old_pid:
+        store.set_pid(run_id, new_pid)
+    marker = store.artifacts_dir(run_id) / EVALUATE_PID
+    with contextlib.suppress(OSError, ValueError):
+        if int(marker.read_text().split()[0]) == old_pid:
+            write_pid_marker(marker, new_pid)
 
 
 def _full(argv: list[str]) -> int:
