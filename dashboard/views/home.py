@@ -75,6 +75,13 @@ def lesson_panel(lesson_id: str, was_running: bool, status: dict | None = None) 
             st.rerun()
 
 
+try:  # the store is read here for the whole page, so a broken one is said once
+    recent = services.list_runs(limit=20)
+    statuses = {lesson.id: services.lesson_status(lesson.id) for lesson in services.lessons()}
+except GenlabError as err:
+    st.error(str(err))
+    recent, statuses = None, {}
+
 st.markdown(
     "## Lessons for class\n\n"
     "Each lesson asks one question and trains the few small models that answer it, on the "
@@ -86,28 +93,21 @@ for lesson in services.lessons():
         runs = f"{lesson.spec.size} run" + ("s" if lesson.spec.size != 1 else "")
         st.markdown(f"### {lesson.title}\n\n*{lesson.question}*\n\n{lesson.explanation}\n\n"
                     f":small[:gray[{runs}. From a terminal: `{lesson.command()}`]]")
-        try:
-            status = services.lesson_status(lesson.id)
-        except GenlabError as err:
-            st.error(str(err))
+        if (status := statuses.get(lesson.id)) is None:  # the store's error is above
             continue
         if status["state"] == "running":  # its own script run every 2 s, while it trains
             st.fragment(lesson_panel, run_every=2.0)(lesson.id, True)
         else:
             lesson_panel(lesson.id, False, status)
 
-st.header("Recent runs")
-try:
-    runs = services.list_runs(limit=20)
-except GenlabError as err:
-    st.error(str(err))
+if recent is None:
     st.stop()
-
-if not runs:
+st.header("Recent runs")
+if not recent:
     st.info("No runs yet. Train a model on the Train page and it will appear here.")
 else:
     st.dataframe(
-        services.runs_table(runs),
+        services.runs_table(recent),
         hide_index=True,
         column_config={
             "test loss": st.column_config.NumberColumn(format="%.2f",
