@@ -149,6 +149,17 @@ def tickets(store: RunStore, device: str | None = None) -> list[Ticket]:
     return [Ticket(**{name: row[name] for name in Ticket.__dataclass_fields__}) for row in rows]
 
 
+def find(store: RunStore, ticket: int | None) -> Ticket | None:
+    """Ticket number ``ticket``, or None when there is none (or ``ticket`` is None)."""
+    if ticket is None:
+        return None
+    _ensure(store)
+    with store._connect() as conn:
+        row = conn.execute("SELECT * FROM device_queue WHERE ticket = ?", (ticket,)).fetchone()
+    return None if row is None else Ticket(**{name: row[name]
+                                              for name in Ticket.__dataclass_fields__})
+
+
 def _alive(t: Ticket, now: float) -> bool:
     if t.pid is None:
         return now - t.submitted < _STARTUP_GRACE_S

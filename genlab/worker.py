@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from genlab import fairqueue, launcher
@@ -73,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     mine = None
     if known.ticket is not None and not known.audit:
         store = RunStore(recover=False)
-        mine = next((t for t in fairqueue.tickets(store) if t.ticket == known.ticket), None)
+        mine = fairqueue.find(store, known.ticket)
     if mine is None:  # no ticket to wait on: the full worker takes one itself
         return _full(argv)
     try:
         with fairqueue.turn(store, mine.run_id, mine.device, ticket=mine.ticket,
                             slots=fairqueue.jobs_per_device(),
                             cancelled=lambda: store.cancel_requested(mine.run_id)):
-            if _hand_over(store, mine, argv, launcher_key=lambda: launcher.code_key(started_nice)):
+            if _hand_over(store, mine, argv, started_nice=started_nice):
                 return 0
             return _full(argv)
     except TrainingCancelled:  # cancelled while it waited: it never started
@@ -103,13 +102,13 @@ HAND_OVER_TIMEOUT_S = 30.0
 
 
 def _hand_over(store: RunStore, mine: fairqueue.Ticket, argv: list[str], *,
-               launcher_key: Callable[[], str]) -> bool:
-    """Give this worker's granted turn to a worker forked by the warm launcher (of
-    ``launcher_key()``); True when that one took the ticket over (this one then exits), False
-    to run the job here."""
+               started_nice: int) -> bool:
+    """Give this worker's granted turn to a worker forked by the warm launcher of the process
+    that started this one (at nice ``started_nice``); True when that one took the ticket over
+    (this one then exits), False to run the job here."""
     if "torch" in sys.modules or not launcher.enabled():  # forked warm already, or no launcher
         return False
-    key = launcher_key()
+    key = launcher.code_key(started_nice)
     if not launcher.ready(key):
         return False
     try:
@@ -124,7 +123,7 @@ def _hand_over(store: RunStore, mine: fairqueue.Ticket, argv: list[str], *,
         return False
     deadline = time.monotonic() + HAND_OVER_TIMEOUT_S
     while time.monotonic() < deadline and pid_alive(child):
-        now = next((t for t in fairqueue.tickets(store) if t.ticket == mine.ticket), None)
+        now = fairqueue.find(store, mine.ticket)
         if now is not None and now.pid == child:
             return True
         time.sleep(0.05)
@@ -139,7 +138,7 @@ def _take_over(ticket: int | None, parent: int, argv: list[str]) -> int:
     """In the forked worker: take ``parent``'s run, its evaluation marker and, last, its granted
     ticket (what ``parent`` waits to see before it exits), then run the job and free the ticket."""
     store = RunStore(recover=False)
-    mine = next((t for t in fairqueue.tickets(store) if t.ticket == ticket), None)
+    mine = fairqueue.find(store, ticket)
     if mine is None or mine.granted is None or mine.pid != parent:
         print(f"genlab worker: no granted ticket {ticket} of process {parent} to take over",
               file=sys.stderr)

@@ -106,3 +106,5 @@ def test_a_worker_takes_over_only_a_granted_ticket_of_the_process_named(genlab_h
     assert fairqueue.take_over(store, ticket, os.getpid(), os.getppid()) is True
     fairqueue.release(store, ticket)  # another process holds it now: this one frees nothing
     assert [t.pid for t in fairqueue.tickets(store)] == [os.getppid()]
+    assert fairqueue.find(store, ticket).pid == os.getppid()
+    assert fairqueue.find(store, ticket + 1) is None and fairqueue.find(store, None) is None

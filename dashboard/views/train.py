@@ -300,7 +300,6 @@ def live_run() -> None:
         st.stop()
 
     statuses = {r.id: r.status for r in runs}
-    started = st.session_state.get("train_started")
     if started and "train_follow" not in st.session_state:  # back from another page
         st.session_state["train_follow"] = started
     mine = st.session_state.get("train_follow")
