@@ -146,7 +146,7 @@ def tickets(store: RunStore, device: str | None = None) -> list[Ticket]:
         sql, args = sql + " WHERE device = ?", (device,)
     with store._connect() as conn:
         rows = conn.execute(sql + " ORDER BY ticket", args).fetchall()
-    return [Ticket(**{name: row[name] for name in Ticket.__dataclass_fields__}) for row in rows]
+    return [_ticket(row) for row in rows]
 
 
 def find(store: RunStore, ticket: int | None) -> Ticket | None:
@@ -156,8 +156,11 @@ def find(store: RunStore, ticket: int | None) -> Ticket | None:
     _ensure(store)
     with store._connect() as conn:
         row = conn.execute("SELECT * FROM device_queue WHERE ticket = ?", (ticket,)).fetchone()
-    return None if row is None else Ticket(**{name: row[name]
-                                              for name in Ticket.__dataclass_fields__})
+    return None if row is None else _ticket(row)
+
+
+def _ticket(row) -> Ticket:
+    return Ticket(**{name: row[name] for name in Ticket.__dataclass_fields__})
 
 
 def _alive(t: Ticket, now: float) -> bool:
