@@ -10,6 +10,7 @@ from genlab.data import load_dataset
 from genlab.errors import DataError
 from genlab.interpret.latent import interpolate, traverse
 from genlab.models import MODELS, build
+from genlab.models.base import GenerativeModel
 from genlab.train import seed_everything
 
 
@@ -93,3 +94,15 @@ def test_weights_that_do_not_fit_are_refused(digits, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00not a tensor file")
     with pytest.raises(DataError, match="not a valid safetensors"):
         load_weights(small, tmp_path / "junk.safetensors")
+
+
+def test_every_family_says_what_its_loss_measures():
+    base = GenerativeModel.loss_meaning
+    for name, (cls, _) in MODELS.items():
+        assert cls.loss_meaning != base, f"{name} keeps the contract's generic loss text"
+        if cls.has_likelihood:  # an ELBO bounds -log p(x); PixelCNN and the mixture give it
+            assert "-log p(x)" in cls.loss_meaning and "not a likelihood" not in cls.loss_meaning
+        else:
+            assert "not a likelihood" in cls.loss_meaning and "ELBO" not in cls.loss_meaning
+    assert "ELBO" in MODELS["vae"][0].loss_meaning
+    assert "denoising" in MODELS["diffusion"][0].loss_meaning

@@ -59,3 +59,15 @@ def test_a_link_to_a_run_opens_it_live_and_a_link_to_no_run_says_so(genlab_home)
     assert at.selectbox(key="train_follow").value == newest
     assert at.warning[0].value == ("unknown run 'no-such-run'; `genlab runs list` shows the "
                                    "runs. The newest run is shown instead.")
+
+
+def test_the_test_loss_help_says_what_the_runs_family_measures(genlab_home):
+    store = RunStore(genlab_home)
+    for model, words in (("gan", "discriminator"), ("diffusion", "denoising"), ("vae", "ELBO")):
+        cfg = make_run_config(model, "digits", epochs=1, seed=0)
+        run = store.create_run(model=model, dataset="digits", config=cfg.to_dict(), owner="ann",
+                               status="cancelled")
+        at = open_page("train", run=run)
+        no_exception(at)
+        loss = next(m for m in at.metric if m.label == "Test loss")
+        assert words in loss.proto.help and ("ELBO" in loss.proto.help) == (model == "vae")

@@ -19,8 +19,8 @@ from genlab import data as gdata
 from genlab import fairqueue, jobs, launcher
 from genlab.checkpoint import load_run_model
 from genlab.config import make_run_config
-from genlab.errors import OwnershipError
-from genlab.models import config_fields, model_entry, model_names
+from genlab.errors import ConfigError, OwnershipError
+from genlab.models import GenerativeModel, config_fields, model_entry, model_names
 from genlab.owners import Actor
 from genlab.paths import genlab_home
 from genlab.runs import ACTIVE, RunInfo, RunStore
@@ -187,6 +187,15 @@ def default_model() -> str:
 
 def datasets() -> list[str]:
     return list(gdata.DATASETS)
+
+
+def loss_help(model: str) -> str:
+    """What a run's train and test loss measure: the family's own words, or the contract's for a
+    family this install does not have (a run imported from another genlab)."""
+    try:
+        return model_entry(model)[0].loss_meaning
+    except ConfigError:
+        return GenerativeModel.loss_meaning
 
 
 def model_fields(model: str) -> list[dict[str, Any]]:

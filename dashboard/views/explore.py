@@ -235,7 +235,7 @@ epochs, loss, params, device, seconds = st.columns(5)
 epochs.metric("Epochs", run.summary.get("epochs", "—"))
 test_loss = run.summary.get("test_loss")
 loss.metric("Test loss", "—" if test_loss is None else f"{test_loss:.2f}",
-            help="Negative ELBO or NLL on the test split, in nats per image; lower is better.")
+            help=services.loss_help(run.model))
 params.metric("Parameters", f"{run.summary.get('params', 0):,}")
 device.metric("Device", run.summary.get("device", "—"))
 seconds.metric("Train time", f"{run.summary.get('train_seconds', 0):.1f} s")

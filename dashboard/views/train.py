@@ -166,7 +166,7 @@ def live_panel(run_id: str, was_every: float | None) -> None:
     epoch.metric("Epoch", f"{int(last['epoch']) if last is not None else 0} / {epochs}")
     elapsed.metric("Elapsed", format_elapsed(services.elapsed_seconds(info)))
     loss.metric("Test loss", "—" if last is None else f"{last['test_loss']:.2f}",
-                help="Negative ELBO or NLL on the test split, in nats per image; lower is better.")
+                help=services.loss_help(info.model))
     st.progress(min(max(info.progress, 0.0), 1.0), text=f"{info.progress:.0%}")
 
     st.caption(f"Owner: {info.owner or 'the command line'}")

@@ -15,6 +15,10 @@ import torch
 from torch import Tensor, nn
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
+# What the train and test loss measure (``loss_meaning``), shared by the families they fit.
+ELBO_LOSS = ("The negative ELBO on the test split, weighted by beta as in training, in nats per "
+             "image: an upper bound on -log p(x) when beta is 1. Lower is better.")
+NLL_LOSS = "The exact -log p(x) on the test split, in nats per image; lower is better."
 
 
 class GenerativeModel(nn.Module):
@@ -31,6 +35,8 @@ class GenerativeModel(nn.Module):
     conditional: ClassVar[bool] = False
     stochastic_score: ClassVar[bool] = False  # score() draws noise; the audit averages draws
     explain_target_name: ClassVar[str] = "default"  # what explain_target is: elbo, logit, loglik
+    # What the train and test loss (eval_loss) measure, for the pages' help on those figures.
+    loss_meaning: ClassVar[str] = "The model's own loss on the test split; lower is better."
 
     def __init__(self, config: Any, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__()

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 from genlab.models import register
-from genlab.models.base import LatentModel, ProgressFn
+from genlab.models.base import ELBO_LOSS, LatentModel, ProgressFn
 from genlab.models.vae import ConvDecoder, ConvEncoder
 
 PRIORS = ("class", "standard")
@@ -85,6 +85,7 @@ class CVAE(LatentModel):
 
     has_likelihood = True
     explain_target_name = "elbo"
+    loss_meaning = ELBO_LOSS
     stochastic_score = True  # the ELBO draws z
     conditional = True
 

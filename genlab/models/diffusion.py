@@ -105,6 +105,9 @@ class Diffusion(AveragedWeights, GenerativeModel):
 
     has_likelihood = False
     explain_target_name = "denoising"
+    loss_meaning = ("The denoising loss on the test split: the squared error of the predicted "
+                    "noise, summed over pixels, at random noise levels. Lower is better, but it "
+                    "is not a likelihood: compare it only between diffusion runs.")
 
     def __init__(self, config: DiffusionConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 from genlab.models import register
-from genlab.models.base import LatentLevel, LatentModel
+from genlab.models.base import ELBO_LOSS, LatentLevel, LatentModel
 from genlab.models.vae import ConvDecoder, ConvEncoder
 
 LOG_2PI = math.log(2 * math.pi)
@@ -91,6 +91,7 @@ class HVAE(LatentModel):
 
     has_likelihood = True
     explain_target_name = "elbo"
+    loss_meaning = ELBO_LOSS
     stochastic_score = True  # the ELBO draws z1 and z2
 
     def __init__(self, config: HVAEConfig, *, shape: tuple[int, int, int], num_classes: int):

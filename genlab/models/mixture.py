@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 from genlab.models import register
-from genlab.models.base import GenerativeModel, ProgressFn
+from genlab.models.base import NLL_LOSS, GenerativeModel, ProgressFn
 
 SAMPLE_MODES = ("mean", "bernoulli")
 # Parameters are stored divided by LOGIT_SCALE (an "equalised learning rate", as in ProGAN):
@@ -101,6 +101,7 @@ class BernoulliMixture(GenerativeModel):
 
     has_likelihood = True
     explain_target_name = "loglik"
+    loss_meaning = NLL_LOSS
 
     def __init__(self, config: MixtureConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 from genlab.models import register
-from genlab.models.base import GenerativeModel, ProgressFn
+from genlab.models.base import NLL_LOSS, GenerativeModel, ProgressFn
 from genlab.threads import one_cpu_thread
 
 INPUTS = ("binary", "grey")
@@ -124,6 +124,7 @@ class PixelCNN(GenerativeModel):
 
     has_likelihood = True
     explain_target_name = "loglik"
+    loss_meaning = NLL_LOSS
 
     def __init__(self, config: PixelCNNConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)

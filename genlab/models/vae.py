@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 from genlab.models import register
-from genlab.models.base import LatentModel
+from genlab.models.base import ELBO_LOSS, LatentModel
 
 ARCHS = ("conv", "mlp")
 
@@ -131,6 +131,7 @@ class VAE(LatentModel):
 
     has_likelihood = True
     explain_target_name = "elbo"
+    loss_meaning = ELBO_LOSS
     stochastic_score = True  # the ELBO draws z
 
     def __init__(self, config: VAEConfig, *, shape: tuple[int, int, int], num_classes: int):
