@@ -175,8 +175,8 @@ class GAN(AveragedWeights, LatentModel):
     has_likelihood = False
     explain_target_name = "logit"
     loss_meaning = ("The discriminator's loss on test images and fresh fakes. It is not a "
-                    "likelihood nor a quality score: a test loss well above the train loss means "
-                    "the discriminator memorises its training images.")
+                    "likelihood, and not a quality score: a test loss well above the train loss "
+                    "means the discriminator memorises its training images.")
 
     def __init__(self, config: GANConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)
