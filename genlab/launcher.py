@@ -22,9 +22,10 @@ log.
 The launcher serves only its own user (it checks the peer's credentials), exits after
 ``GENLAB_WARM_IDLE`` seconds without a request (default 600), and is keyed by the Python
 executable, ``PYTHONPATH``, its nice value and the size and time of every genlab source file, so
-an edited checkout gets a fresh launcher instead of stale code. ``GENLAB_WARM_WORKERS=0`` turns
-it off; it is off outside Linux. It never touches a GPU: CUDA is initialised in each worker,
-after the fork, as in a fresh process.
+an edited checkout gets a fresh launcher instead of stale code. It says when it serves, when it
+exits and why it would not serve in ``$GENLAB_HOME/launcher.log`` (the home of whoever started
+it). ``GENLAB_WARM_WORKERS=0`` turns it off; it is off outside Linux. It never touches a GPU:
+CUDA is initialised in each worker, after the fork, as in a fresh process.
 """
 
 from __future__ import annotations
@@ -148,9 +149,17 @@ def start(key: str | None = None) -> None:
             probe.bind(_address(key))
         except OSError:  # a launcher is warming up
             return
-    subprocess.Popen([sys.executable, "-m", "genlab.launcher", key], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    from genlab.paths import genlab_home
+
+    with open(genlab_home() / "launcher.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "genlab.launcher", key], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, close_fds=True)
+
+
+def _say(message: str) -> None:
+    """One line of the launcher's log (its stderr)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{stamp} genlab launcher {os.getpid()}: {message}", file=sys.stderr, flush=True)
 
 
 def _ask(key: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -187,21 +196,24 @@ def serve(key: str, *, idle: float | None = None) -> int:
             idle = float(os.environ.get(IDLE, DEFAULT_IDLE_S))
         except ValueError:
             idle = DEFAULT_IDLE_S
+    idle = max(idle, 1.0)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(_address(key))  # clients are refused until it listens, once warm
     except OSError:  # another launcher holds it
         return 0
     os.environ.update(SINGLE_THREADED)
+    began = time.monotonic()
     for name in PRELOAD:
         importlib.import_module(name)
 
     if threads() != 1:  # something started a thread: forking would be unsafe, so serve nothing
-        print(f"genlab launcher: {threads()} threads after imports; not serving", file=sys.stderr)
+        _say(f"{threads()} threads after imports; not serving (each job imports on its own)")
         return 1
+    _say(f"serving after {time.monotonic() - began:.1f} s of imports; exits after {idle:g} s idle")
 
     listener.listen(64)
-    listener.settimeout(max(idle, 1.0))
+    listener.settimeout(idle)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
     gc.collect()
     gc.freeze()  # the imported objects are never scanned again, so their pages stay shared
@@ -209,6 +221,7 @@ def serve(key: str, *, idle: float | None = None) -> int:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
+            _say(f"idle for {idle:g} s; exiting")
             return 0
         with conn:
             conn.settimeout(REPLY_TIMEOUT_S)
@@ -221,6 +234,7 @@ def serve(key: str, *, idle: float | None = None) -> int:
                     continue
                 if request.get("stop"):
                     conn.sendall(b'{"stopped": true}\n')
+                    _say("asked to stop; exiting")
                     return 0
                 if not _well_formed(request):
                     conn.sendall(b'{"error": "malformed request"}\n')

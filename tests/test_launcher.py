@@ -108,3 +108,18 @@ def test_a_worker_takes_over_only_a_granted_ticket_of_the_process_named(genlab_h
     assert [t.pid for t in fairqueue.tickets(store)] == [os.getppid()]
     assert fairqueue.find(store, ticket).pid == os.getppid()
     assert fairqueue.find(store, ticket + 1) is None and fairqueue.find(store, None) is None
+
+
+def test_the_launcher_says_in_the_homes_log_when_it_serves_and_when_it_exits(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("GENLAB_HOME", str(tmp_path))
+    monkeypatch.setenv(launcher.IDLE, "1")
+    launcher.start(f"log-test-{os.getpid()}-{time.time_ns()}")  # its own launcher, not the suite's
+    log = tmp_path / "launcher.log"
+    deadline = time.monotonic() + 120
+    while "exiting" not in (text := log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, f"no exit in the launcher's log: {text!r}"
+        time.sleep(0.2)
+    serving, exiting = text.splitlines()
+    assert "serving after" in serving and "s of imports; exits after 1 s idle" in serving
+    assert exiting.endswith("idle for 1 s; exiting")
