@@ -82,8 +82,12 @@ def test_real_workers_serve_a_late_owner_second(tmp_path, monkeypatch):
         return make_run_config("vae", "digits", epochs=1, seed=seed,
                                overrides=TINY_SETTINGS["vae"])
 
-    ann = [jobs.submit(store, tiny(seed), owner="ann") for seed in range(3)]
-    bob = jobs.submit(store, tiny(9), owner="bob")
+    # The device is busy while they queue, so every ticket is in before the first grant: a warm
+    # worker can train ann's first run before bob's submit (this test once failed that way), and
+    # round robin then rightly chooses among ann's runs alone.
+    with fairqueue.turn(store, "device-holder", jobs.resolve_device("auto").type, owner="test"):
+        ann = [jobs.submit(store, tiny(seed), owner="ann") for seed in range(3)]
+        bob = jobs.submit(store, tiny(9), owner="bob")
     for run_id in [*ann, bob]:
         assert jobs.wait(store, run_id, timeout=240) == "finished", store.get(run_id).error
     runs = sorted(store.list(), key=lambda r: r.started)

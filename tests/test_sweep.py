@@ -64,6 +64,12 @@ def rows_per_hash(home: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT config_hash, COUNT(*) FROM runs GROUP BY config_hash"))
 
 
+def _evaluate_log(store: RunStore, run_id: str | None) -> str:
+    """The tail of a run's evaluation log, for a failure message."""
+    log = store.home / "runs" / str(run_id) / "evaluate.log"
+    return log.read_text()[-1500:] if log.exists() else "no evaluate.log"
+
+
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -300,7 +306,8 @@ def test_sweep_trains_then_evaluates_in_place_then_does_nothing(store):
     seen = []
     assert run_sweep(store, spec, poll=0.2, on_progress=lambda *a: seen.append(a)) == ids
     assert [(done, total, item.state) for done, total, item in seen] == [(1, 2, "done"),
-                                                                         (2, 2, "done")]
+                                                                         (2, 2, "done")], [
+        (item.run_id, item.error, _evaluate_log(store, item.run_id)) for *_, item in seen]
     for run_id in ids:
         info = store.get(run_id)
         assert record_complete(info.record), info.record
