@@ -37,9 +37,17 @@ def pid_alive(pid: int, start: int | None = None) -> bool:
 
 
 def write_pid_marker(path: Path, pid: int) -> None:
-    """Write the marker of process ``pid`` (with its start time, 0 where unknown)."""
+    """Write the marker of process ``pid`` (with its start time, 0 where unknown).
+
+    The new marker replaces the old one in one step (``os.replace``): a reader sees one or the
+    other, never the empty file that rewriting in place leaves between its truncate and its
+    write. A sweep polls the evaluation marker while a worker hands it to the process that takes
+    its job over; in a loop of rewrites, 3 reads in 4 once caught it empty.
+    """
     stat = process_stat(pid)
-    path.write_text(f"{pid} {stat[1] if stat else 0}")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(f"{pid} {stat[1] if stat else 0}")
+    os.replace(partial, path)
 
 
 def pid_marker_alive(path: Path) -> bool:
