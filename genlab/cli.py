@@ -84,10 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print_json(run_json(info))
     else:
+        from genlab.models import family
+
         s = info.summary
         print(
             f"{run_id}: {s['epochs']} epochs on {s['device']} in {s['train_seconds']:.1f} s; "
-            f"train loss {s['train_loss']:.2f}, test loss {s['test_loss']:.2f} nats/image"
+            f"train loss {s['train_loss']:.2f}, test loss {s['test_loss']:.2f} "
+            f"{family(info.model).loss_unit}"
         )
         print(f"artifacts: {store.artifacts_dir(run_id)}")
     return 0

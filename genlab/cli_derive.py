@@ -30,6 +30,12 @@ def _size(info) -> str:
             "samples")
 
 
+def _unit(info) -> str:
+    from genlab.models import family
+
+    return family(info.model).loss_unit
+
+
 def _epsilon(info) -> str:
     eps = (info.record.get("privacy") or {}).get("epsilon")
     return "∞ (no DP)" if eps is None else f"{eps:.4g}"
@@ -48,7 +54,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return 0
     s = info.summary
     print(f"{new_id}: {info.record['lineage']['spec']} of {info.record['lineage']['parents'][0]}; "
-          f"test loss {s['test_loss']:.2f} (parent {s['parent_test_loss']:.2f}) nats/image; "
+          f"test loss {s['test_loss']:.2f} (parent {s['parent_test_loss']:.2f}) "
+          f"{_unit(info)}; "
           f"ε {_epsilon(info)}")
     details = info.record["lineage"]["details"]
     if "quantized" in details:  # say what is int8 and what stayed float
@@ -80,7 +87,8 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         return 0
     note = info.record["privacy"]["composition"]["note"]
     print(f"{new_id}: {args.method} of {', '.join(info.record['lineage']['parents'])}; test loss "
-          f"{info.summary['test_loss']:.2f} nats/image; ε {_epsilon(info)} ({note})")
+          f"{info.summary['test_loss']:.2f} {_unit(info)}; ε {_epsilon(info)} "
+          f"({note})")
     print(f"  efficiency: {_size(info)}")
     return 0
 

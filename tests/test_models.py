@@ -9,7 +9,7 @@ from genlab.checkpoint import load_weights, save_weights
 from genlab.data import load_dataset
 from genlab.errors import DataError
 from genlab.interpret.latent import interpolate, traverse
-from genlab.models import MODELS, build
+from genlab.models import MODELS, build, family
 from genlab.models.base import GenerativeModel
 from genlab.train import seed_everything
 
@@ -106,3 +106,7 @@ def test_every_family_says_what_its_loss_measures():
             assert "not a likelihood" in cls.loss_meaning and "ELBO" not in cls.loss_meaning
     assert "ELBO" in MODELS["vae"][0].loss_meaning
     assert "denoising" in MODELS["diffusion"][0].loss_meaning
+    units = {name: family(name).loss_unit for name in MODELS}
+    assert units.pop("diffusion") == "squared error/image"
+    assert set(units.values()) == {"nats/image"}
+    assert family("no-such-family") is GenerativeModel

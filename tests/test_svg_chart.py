@@ -68,3 +68,15 @@ def test_names_are_escaped():
     svg = line_chart_svg([1], {"<b>&": [1.0]}, x_label="a<b", y_label="c&d")
     root = ElementTree.fromstring(svg)  # parses: nothing unescaped
     assert [line.get("data-series") for line in root.iter(f"{SVG}polyline")] == ["<b>&"]
+
+
+def test_the_loss_chart_names_the_unit_of_the_runs_family():
+    import pandas as pd
+    from services.core import loss_chart
+
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [3.0, 2.0], "test_loss": [3.5, 2.5]})
+    texts = {model: [t.text for t in ElementTree.fromstring(loss_chart(history, model)).iter(
+        f"{SVG}text")] for model in ("vae", "diffusion", "a-family-from-elsewhere")}
+    assert "loss (nats/image)" in texts["vae"] and "loss (squared error/image)" not in texts["vae"]
+    assert "loss (squared error/image)" in texts["diffusion"]
+    assert "loss (nats/image)" in texts["a-family-from-elsewhere"]  # the contract's unit

@@ -19,8 +19,8 @@ from genlab import data as gdata
 from genlab import fairqueue, jobs, launcher
 from genlab.checkpoint import load_run_model
 from genlab.config import make_run_config
-from genlab.errors import ConfigError, OwnershipError
-from genlab.models import GenerativeModel, config_fields, model_entry, model_names
+from genlab.errors import OwnershipError
+from genlab.models import config_fields, family, model_entry, model_names
 from genlab.owners import Actor
 from genlab.paths import genlab_home
 from genlab.runs import ACTIVE, RunInfo, RunStore
@@ -163,13 +163,15 @@ def elapsed_seconds(info: RunInfo) -> float | None:
     return (info.finished or time.time()) - info.started
 
 
-def loss_chart(history: pd.DataFrame) -> str:
-    """Train and test loss per epoch (nats per image), as SVG for ``st.image``: the live panel
-    redraws it every second, and Plotly cost each browser far more (``svg_chart``)."""
+def loss_chart(history: pd.DataFrame, model: str) -> str:
+    """Train and test loss per epoch (in the unit of ``model``'s family), as SVG for
+    ``st.image``: the live panel redraws it every second, and Plotly cost each browser far more
+    (``svg_chart``)."""
     series = {column: history[column].tolist() for column in ("train_loss", "test_loss")
               if column in history}
     return line_chart_svg(history["epoch"].tolist() if len(history) else [], series,
-                          x_label="epoch", y_label="loss (nats per image)", integer_x=True)
+                          x_label="epoch", y_label=f"loss ({family(model).loss_unit})",
+                          integer_x=True)
 
 
 # ----------------------------------------------------------------------------- form metadata
@@ -190,12 +192,8 @@ def datasets() -> list[str]:
 
 
 def loss_help(model: str) -> str:
-    """What a run's train and test loss measure: the family's own words, or the contract's for a
-    family this install does not have (a run imported from another genlab)."""
-    try:
-        return model_entry(model)[0].loss_meaning
-    except ConfigError:
-        return GenerativeModel.loss_meaning
+    """What a run's train and test loss measure, in its family's words."""
+    return family(model).loss_meaning
 
 
 def model_fields(model: str) -> list[dict[str, Any]]:

@@ -110,8 +110,10 @@ else:
         services.runs_table(recent),
         hide_index=True,
         column_config={
-            "test loss": st.column_config.NumberColumn(format="%.2f",
-                                                      help="nats per image; lower is better"),
+            "test loss": st.column_config.NumberColumn(
+                format="%.2f", help="Each model's own loss on the test split (nats per image; "
+                                    "diffusion's is a squared error). Lower is better; Explore "
+                                    "says what each measures."),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
         },
         key="home_runs",

@@ -201,7 +201,7 @@ def live_panel(run_id: str, was_every: float | None) -> None:
                 st.rerun(scope="app")  # the run list changes
 
     if len(history):
-        st.image(services.loss_chart(history))
+        st.image(services.loss_chart(history, info.model))
     elif info.status in ACTIVE:
         st.caption("The loss curve appears after the first epoch.")
 

@@ -52,6 +52,13 @@ def model_entry(name: str) -> tuple[type[GenerativeModel], type]:
         ) from None
 
 
+def family(name: str) -> type[GenerativeModel]:
+    """The class of model ``name``, or the contract itself for a name this install does not have
+    (a run imported from another genlab): what to say of a run's loss, whatever its family."""
+    entry = MODELS.get(name)
+    return entry[0] if entry else GenerativeModel
+
+
 def model_config(name: str, values: dict[str, Any] | None = None, **overrides: Any):
     """Build (and validate) the config dataclass of model ``name``.
 

@@ -37,6 +37,7 @@ class GenerativeModel(nn.Module):
     explain_target_name: ClassVar[str] = "default"  # what explain_target is: elbo, logit, loglik
     # What the train and test loss (eval_loss) measure, for the pages' help on those figures.
     loss_meaning: ClassVar[str] = "The model's own loss on the test split; lower is better."
+    loss_unit: ClassVar[str] = "nats/image"  # the unit printed beside a train or test loss
 
     def __init__(self, config: Any, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__()

@@ -108,6 +108,7 @@ class Diffusion(AveragedWeights, GenerativeModel):
     loss_meaning = ("The denoising loss on the test split: the squared error of the predicted "
                     "noise, summed over pixels, at random noise levels. Lower is better, but it "
                     "is not a likelihood: compare it only between diffusion runs.")
+    loss_unit = "squared error/image"
 
     def __init__(self, config: DiffusionConfig, *, shape: tuple[int, int, int], num_classes: int):
         super().__init__(config, shape=shape, num_classes=num_classes)
