@@ -15,7 +15,7 @@ from typing import Any
 
 from genlab.cli_axes import cmd_audit, cmd_budget, cmd_explain
 from genlab.cli_derive import add_derive_parsers
-from genlab.cli_output import print_json, run_json
+from genlab.cli_output import loss_unit, print_json, run_json
 from genlab.cli_report import add_report_parser
 from genlab.cli_resume import add_resume_parser
 from genlab.cli_sweep import add_sweep_parser
@@ -84,13 +84,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print_json(run_json(info))
     else:
-        from genlab.models import family
-
         s = info.summary
         print(
             f"{run_id}: {s['epochs']} epochs on {s['device']} in {s['train_seconds']:.1f} s; "
             f"train loss {s['train_loss']:.2f}, test loss {s['test_loss']:.2f} "
-            f"{family(info.model).loss_unit}"
+            f"{loss_unit(info)}"
         )
         print(f"artifacts: {store.artifacts_dir(run_id)}")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from genlab.cli_output import print_json, run_json
+from genlab.cli_output import loss_unit, print_json, run_json
 from genlab.runs import RunStore
 
 
@@ -28,12 +28,6 @@ def _size(info) -> str:
     return (f"{eff['size_bytes']:,} bytes, {eff['params_nonzero']:,} of {eff['params_total']:,} "
             f"parameters nonzero, {eff['sample_seconds'] * 1000:.1f} ms for {eff['sample_n']} "
             "samples")
-
-
-def _unit(info) -> str:
-    from genlab.models import family
-
-    return family(info.model).loss_unit
 
 
 def _epsilon(info) -> str:
@@ -55,7 +49,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     s = info.summary
     print(f"{new_id}: {info.record['lineage']['spec']} of {info.record['lineage']['parents'][0]}; "
           f"test loss {s['test_loss']:.2f} (parent {s['parent_test_loss']:.2f}) "
-          f"{_unit(info)}; "
+          f"{loss_unit(info)}; "
           f"ε {_epsilon(info)}")
     details = info.record["lineage"]["details"]
     if "quantized" in details:  # say what is int8 and what stayed float
@@ -87,7 +81,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         return 0
     note = info.record["privacy"]["composition"]["note"]
     print(f"{new_id}: {args.method} of {', '.join(info.record['lineage']['parents'])}; test loss "
-          f"{info.summary['test_loss']:.2f} {_unit(info)}; ε {_epsilon(info)} "
+          f"{info.summary['test_loss']:.2f} {loss_unit(info)}; ε {_epsilon(info)} "
           f"({note})")
     print(f"  efficiency: {_size(info)}")
     return 0

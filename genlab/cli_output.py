@@ -23,6 +23,14 @@ def run_json(info: RunInfo) -> dict[str, Any]:
     }
 
 
+def loss_unit(info: RunInfo) -> str:
+    """The unit printed beside a run's train or test loss, its family's (``nats/image`` for a
+    family this install lacks). genlab.models, and so torch, is imported only when asked."""
+    from genlab.models import family
+
+    return family(info.model).loss_unit
+
+
 def finite(obj: Any) -> Any:
     """JSON has no inf or NaN: a non-finite float becomes null (ε = ∞ means no guarantee)."""
     if isinstance(obj, float):

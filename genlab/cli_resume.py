@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from genlab.cli_output import print_json, run_json
+from genlab.cli_output import loss_unit, print_json, run_json
 from genlab.runs import RunStore
 
 
@@ -42,10 +42,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if args.json:
         print_json(run_json(info))
         return 0
-    from genlab.models import family
-
     eps = (result.privacy or {}).get("epsilon")
     print(f"{run_id}: resumed and finished {result.epochs} epochs on {result.device}; "
-          f"test loss {result.test_loss:.2f} {family(info.model).loss_unit}"
+          f"test loss {result.test_loss:.2f} {loss_unit(info)}"
           + ("" if eps is None else f"; ε = {eps:.4g} at δ = {result.privacy['delta']:g}"))
     return 0

@@ -111,9 +111,8 @@ else:
         hide_index=True,
         column_config={
             "test loss": st.column_config.NumberColumn(
-                format="%.2f", help="Each model's own loss on the test split (nats per image; "
-                                    "diffusion's is a squared error). Lower is better; Explore "
-                                    "says what each measures."),
+                format="%.2f", help="Each model's own loss on the test split, in its family's "
+                                    "unit; lower is better. Explore says what it measures."),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
         },
         key="home_runs",
