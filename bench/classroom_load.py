@@ -51,7 +51,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from load_report import response, timeline  # bench/, beside this script
+from load_report import host_speed, response, timeline  # bench/, beside this script
 from proc_sampler import MemorySampler, cpu_by_role
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,7 +277,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="classroom_load-"))
     home = work / "home"
-    load_before = os.getloadavg()
+    load_before, python_loop_s = os.getloadavg(), host_speed()
     started = time.monotonic()
     server, url = start_server(home, work)
     sampler = MemorySampler(server.pid)
@@ -371,7 +371,7 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "streamlit": streamlit.__version__, "chromium": driven["chromium"],
-                    "device": device_name(),
+                    "device": device_name(), "python_loop_1e7_s": python_loop_s,
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
         "failed_moves": failed_moves[:10],
         "timeline": timeline([m for m in moves if m["seconds"] is not None], sampler.samples,

@@ -6,6 +6,7 @@ A move is a dict with ``t`` (monotonic start), ``seconds`` (None for a failed mo
 from __future__ import annotations
 
 import statistics
+import time
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,3 +44,17 @@ def timeline(moves: list[dict], samples: list[dict], start: float,
                      "p95": round(percentile(v, 0.95), 2), "max": round(max(v), 2),
                      "cpu_s": {role: round(hi[role] - lo.get(role, 0.0), 1) for role in hi}})
     return rows
+
+
+def host_speed(repeats: int = 3) -> float:
+    """Seconds for one core to add up the integers below 10**7 in a Python loop, the best of
+    ``repeats``, measured before the load starts. The same class cost 2.5 times the CPU-seconds
+    on one day's host as on another's with the same CPU name (bench/README.md), so each result
+    carries its host's speed."""
+    best = float("inf")
+    for _ in range(repeats):
+        start, total = time.perf_counter(), 0
+        for i in range(10**7):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(best, 3)
