@@ -236,21 +236,20 @@ def test_a_done_sweep_starts_nothing_and_imports_no_training_code(store):
     ids = [fake_run(store, cfg) for cfg in spec.configs()]
     before = {r.id: r.updated for r in store.list()}
     code = (
-        "import json, sys, time; t = time.perf_counter()\n"
+        "import json, sys\n"
         "from genlab.runs import RunStore\n"
         "from genlab.sweep import SweepSpec, run_sweep\n"
         f"spec = SweepSpec.from_dict(json.loads({json.dumps(json.dumps(spec.to_dict()))}))\n"
         "ids = run_sweep(RunStore(), spec)\n"
-        "print(json.dumps([ids, time.perf_counter() - t,"
+        "print(json.dumps([ids,"
         " sorted(m for m in ('genlab.jobs', 'genlab.train', 'genlab.data', 'sklearn')"
         " if m in sys.modules)]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "GENLAB_HOME": str(store.home)})
     assert out.returncode == 0, out.stderr
-    returned, seconds, heavy = json.loads(out.stdout)
+    returned, heavy = json.loads(out.stdout)
     assert returned == ids and heavy == []
-    assert seconds < 10
     assert {r.id: r.updated for r in store.list()} == before  # nothing was touched
     assert not list((store.home / "sweeps").glob("*.pid"))  # the driver's marker is gone
 
@@ -297,7 +296,7 @@ def test_launch_sweep_runs_a_detached_driver_and_status_follows_it(store):
 
 # ----------------------------------------------------------------------------- real runs
 @pytest.mark.slow
-def test_sweep_trains_then_evaluates_in_place_then_does_nothing(store):
+def test_sweep_trains_then_evaluates_in_place_then_does_nothing(store, monkeypatch):
     spec = SweepSpec(**TINY, epsilons=(math.inf, 4.0), seeds=(0,))
     ids = run_sweep(store, spec, evaluate=False, poll=0.2)
     assert [store.get(i).status for i in ids] == ["finished", "finished"]
@@ -318,9 +317,13 @@ def test_sweep_trains_then_evaluates_in_place_then_does_nothing(store):
     assert rows_per_hash(store.home) == {c.config_hash(): 1 for c in spec.configs()}
 
     before = {r.id: (r.updated, r.record) for r in store.list()}
-    start = time.perf_counter()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a complete sweep submitted work: {args[1:]} {kwargs}")
+
+    monkeypatch.setattr(jobs, "submit", refuse)
+    monkeypatch.setattr(jobs, "submit_evaluation", refuse)
     assert run_sweep(store, spec) == ids
-    assert time.perf_counter() - start < 10
     assert {r.id: (r.updated, r.record) for r in store.list()} == before
 
 
