@@ -10,7 +10,6 @@ rebuilt by :func:`load_run_model` through their method's loader.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genlab.errors import DataError
+from genlab.paths import replacing
 
 WEIGHTS_FILE = "weights.safetensors"
 MASK, VALUES = "@mask", "@values"  # suffixes of a packed (sparse) weight's two tensors
@@ -78,11 +78,10 @@ def save_weights(
             state.update({k + suffix: t for suffix, t in pack_sparse(v).items()})
         else:
             state[k] = v.contiguous().clone()
-    tmp = path.with_suffix(path.suffix + ".tmp")
     if config_json is not None:
         metadata = {**(metadata or {}), CONFIG_KEY: config_json}
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        save_file(state, str(partial), metadata=metadata)
     return path
 
 

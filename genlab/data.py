@@ -33,7 +33,7 @@ from genlab.datafiles import (  # noqa: F401  (load_npz, load_idx_folder, read_i
     read_idx,
 )
 from genlab.errors import DataError
-from genlab.paths import cache_dir
+from genlab.paths import cache_dir, replacing
 
 DATASETS: tuple[str, ...] = ("digits", "mnist5k", "sprites")
 
@@ -176,13 +176,11 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, ...] | Non
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write a cache file atomically (a concurrent reader never sees half a file); a home that
     cannot be written only loses the cache."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        with open(partial, "wb") as fh:
+        with replacing(path) as partial, open(partial, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(partial, path)
     except OSError:
-        partial.unlink(missing_ok=True)
+        pass
 
 
 @lru_cache(maxsize=8)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from genlab.paths import replacing
+
 EVALUATE_PID = "evaluate.pid"  # in the run's folder while a worker evaluates it (genlab.jobs)
 EVALUATE_ERROR = "evaluate.error"  # the one-line reason the run's last evaluation failed
 
@@ -45,9 +47,8 @@ def write_pid_marker(path: Path, pid: int) -> None:
     its job over; in a loop of rewrites, 3 reads in 4 once caught it empty.
     """
     stat = process_stat(pid)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(f"{pid} {stat[1] if stat else 0}")
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        partial.write_text(f"{pid} {stat[1] if stat else 0}")
 
 
 def pid_marker_alive(path: Path) -> bool:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genlab.errors import ConfigError, RunNotFound, StoreError
+from genlab.paths import replacing
 from genlab.procs import EVALUATE_ERROR, EVALUATE_PID, write_pid_marker
 from genlab.runs import RunStore
 from genlab.sweep import (
@@ -157,9 +158,8 @@ def land(store: RunStore, run_id: str, result: dict[str, Any]) -> None:
     for name, data in result["artifacts"].items():
         if not _ARTIFACT_NAME.fullmatch(name):
             raise StoreError(f"a Ray task returned an artifact with a bad name: {name!r}")
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, folder / name)
+        with replacing(folder / name) as partial:
+            partial.write_bytes(data)
     info = store.get(run_id)
     if info.status != "finished":  # a training task; an evaluation task's run is finished
         store.claim(run_id, pid=os.getpid(), started=result.get("started"))

@@ -31,7 +31,8 @@ from genlab.errors import GenlabError
 from genlab.procs import EVALUATE_ERROR
 from genlab.runs import RunStore
 
-KEPT_OUT = (".log", ".pid", ".error", ".tmp")  # worker bookkeeping, not the run's artifacts
+# worker bookkeeping and files half written by a killed process, not the run's artifacts
+KEPT_OUT = (".log", ".pid", ".error", ".tmp", ".partial")
 
 
 def worker_home() -> Path:

@@ -17,7 +17,6 @@ file replaced atomically, so a kill while writing leaves the previous epoch's ch
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from genlab.errors import DataError
+from genlab.paths import replacing
 from genlab.train import Callback, Trainer  # train.py imports this module only inside fit()
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -168,9 +168,8 @@ def restore(trainer: Trainer, state: TrainState) -> None:
 def save_checkpoint(path: str | Path, state: TrainState) -> Path:
     """Write the checkpoint atomically (a temporary file, then a rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state.tensors, str(tmp), metadata={_META_KEY: json.dumps(state.meta)})
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        save_file(state.tensors, str(partial), metadata={_META_KEY: json.dumps(state.meta)})
     return path
 
 

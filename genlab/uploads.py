@@ -31,6 +31,7 @@ from PIL import Image
 
 from genlab.datafiles import IDX_STEMS, check_images, check_labels, combine_idx, one_line, parse_idx
 from genlab.errors import DataError
+from genlab.paths import replacing
 
 DEFAULT_MAX_UPLOAD_MB = 32
 MAX_UNPACKED = 512 * 2**20  # bytes a zip may declare in all; 60,000 MNIST images take 47 MB
@@ -123,10 +124,8 @@ def import_dataset(home: str | os.PathLike, name: str, data: bytes) -> Path:
     kept = sorted(folder.glob(f"*-{digest}.npz"))  # these very bytes, under any name
     path = kept[0] if kept else folder / f"{stem}-{digest}.npz"
     if not path.exists():
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as fh:
+        with replacing(path) as partial, open(partial, "wb") as fh:  # a run never reads half
             np.savez_compressed(fh, x=x, y=y)
-        os.replace(partial, path)  # atomic: a run never reads half a file
     return path
 
 
