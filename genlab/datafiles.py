@@ -49,11 +49,28 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, *READ_ERRORS) as err:
         if isinstance(err, DataError):
             raise
-        # np.load refuses object arrays without unpickling them: say so plainly
-        why = "it holds pickled or object data" if "pickle" in str(err) else one_line(err)
-        raise DataError(f"{path}: cannot read as .npz ({why}); expected numeric x and y") from None
+        raise DataError(f"{path}: cannot read as .npz ({_npz_problem(path, err)}); expected "
+                        "numeric x and y") from None
     images = check_images(x, str(path))
     return images, check_labels(y, len(images), str(path))
+
+
+def _npz_problem(path: Path, err: Exception) -> str:
+    """What is wrong with a file ``np.load`` refused, in plain words. numpy takes any file that
+    starts with neither a zip nor a .npy header for a pickle, so random bytes would read as
+    "pickled data" without the header check here."""
+    if "pickle" not in str(err):
+        return one_line(err)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as read_err:
+        return one_line(read_err)
+    if head.startswith((b"PK", b"\x93NUMPY")):
+        return "it holds pickled or object data"  # object arrays: numpy refuses them unread
+    if head[:1] == b"\x80":  # the opcode that opens every pickle since protocol 2
+        return "it is a Python pickle"
+    return "it is not an .npz file: it starts with neither a zip nor a .npy header"
 
 
 IDX_STEMS = {part: (f"{part}-images-idx3-ubyte", f"{part}-labels-idx1-ubyte")

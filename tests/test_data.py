@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 
 import numpy as np
@@ -260,11 +261,19 @@ def test_npz_with_an_object_array_is_refused(tmp_path):
         load_npz(path)
 
 
-def test_a_file_that_is_not_an_npz_is_refused(tmp_path):
+@pytest.mark.parametrize("data, reason", [
+    # numpy reads any file without a zip or .npy header as a pickle, and says so
+    (b"not a zip file at all", "it is not an .npz file: it starts with neither a zip nor a .npy"),
+    (bytes(range(256)) * 3, "it is not an .npz file"),
+    (pickle.dumps({"x": [1, 2]}), "it is a Python pickle"),
+])
+def test_a_file_that_is_not_an_npz_is_refused_and_the_message_says_what_it_is(tmp_path, data,
+                                                                               reason):
     path = tmp_path / "junk.npz"
-    path.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match="cannot read as .npz"):
+    path.write_bytes(data)
+    with pytest.raises(DataError, match="cannot read as .npz") as caught:
         load_npz(path)
+    assert reason in str(caught.value) and "pickled or object" not in str(caught.value)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
