@@ -39,9 +39,31 @@ def test_a_session_that_started_a_run_comes_back_to_it_not_to_the_newest(genlab_
     assert at.radio(key="train_view").value == "Live run"
     assert at.selectbox(key="train_follow").value == mine != newest
     assert at.metric[0].value == "cancelled" and not at.number_input  # the form is not drawn
-    assert f"Started run {mine}" in at.success[0].value
+    assert not at.success  # it ended: no word of it training in the background
     at.radio(key="train_view").set_value("New run").run()
     assert "train_epochs" in keys(at.number_input) and not at.metric
+
+
+def test_the_started_line_shows_while_the_run_waits_or_trains_and_not_once_it_ended(genlab_home):
+    store = RunStore(genlab_home)
+    cfg = make_run_config("vae", "digits", epochs=1, seed=0)
+    mine = store.create_run(model="vae", dataset="digits", config=cfg.to_dict(), owner="ann",
+                            status="queued")
+    at = open_page("home")
+    at.session_state["train_started"] = mine
+    at.switch_page("views/train.py")
+    at.run()
+    no_exception(at)
+    assert [s.value for s in at.success] == [
+        f"Started run {mine}. It trains in the background; closing the tab does not stop it."]
+    store.mark_cancelled(mine)
+    at.run()
+    assert not at.success and at.metric[0].value == "cancelled"
+    at.session_state["train_confirm"] = mine  # as Start leaves it: a tiny run may end at once
+    at.run()
+    assert len(at.success) == 1 and at.success[0].value.startswith(f"Started run {mine}.")
+    at.run()
+    assert not at.success  # said once
 
 
 def test_a_link_to_a_run_opens_it_live_and_a_link_to_no_run_says_so(genlab_home):

@@ -280,14 +280,14 @@ def new_run() -> None:
             # with no word of it (seen in bench/classroom_load.py with 20 students).
             st.session_state["train_started"] = run_id
             st.session_state["train_view_next"] = LIVE  # the next script run shows it live
+            st.session_state["train_confirm"] = run_id  # and says so, even if it ended already
             st.rerun()
 
 
 def live_run() -> None:
     """The run this session follows (its latest, or any recent one), live."""
-    if started := st.session_state.get("train_started"):
-        st.success(f"Started run {started}. It trains in the background; closing the tab does "
-                   "not stop it.")
+    started = st.session_state.get("train_started")
+    confirm = st.session_state.pop("train_confirm", None)
     if notice := st.session_state.pop("train_notice", None):
         st.success(notice)
     try:
@@ -312,6 +312,11 @@ def live_run() -> None:
         else:
             statuses[info.id] = info.status
             st.session_state["train_follow"] = info.id
+    # Said once after Start, and on later visits while the run waits or trains; once it ended,
+    # the panel says how.
+    if started and (confirm == started or statuses.get(started) in ACTIVE):
+        st.success(f"Started run {started}. It trains in the background; closing the tab does "
+                   "not stop it.")
     # Plain ids as labels: the browser keeps a keyed selectbox's labels, so a status in them would
     # go stale. The status is shown in the panel below.
     followed = st.selectbox("Run", list(statuses), key="train_follow",
