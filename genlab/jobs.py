@@ -163,10 +163,14 @@ def start_worker(store: RunStore, run_id: str, *, evaluate: bool = False) -> int
     ticket = _ticket(store, run_id)
     args = [run_id, *ticket.args] + (["--evaluate"] if evaluate else [])
     pid = _spawn(store, run_id, args, "worker.log")
-    ticket.attach(pid)
     store.set_pid(run_id, pid)
     if evaluate:
         _mark_evaluating(store, run_id, pid)
+    # Last: a fresh worker may hand its turn to one the warm launcher forks, which takes over only
+    # an attached ticket and moves the run's pid and evaluation marker to itself where they name
+    # the fresh one (genlab.worker). Written after it, they could name the fresh worker, which
+    # exits, while the forked one runs the job.
+    ticket.attach(pid)
     return pid
 
 
@@ -176,8 +180,8 @@ def submit_evaluation(store: RunStore, run_id: str) -> int:
     run_id = store.get(run_id).id
     ticket = _ticket(store, run_id)
     pid = _spawn(store, run_id, ["--evaluate-only", run_id, *ticket.args], "evaluate.log")
-    ticket.attach(pid)
     _mark_evaluating(store, run_id, pid)
+    ticket.attach(pid)  # last, as in start_worker
     return pid
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from genlab import jobs
 from genlab.checkpoint import WEIGHTS_FILE, load_run_model
 from genlab.config import make_run_config
+from genlab.procs import EVALUATE_PID
 from genlab.runs import RunStore
 from genlab.viz import image_grid
 
@@ -154,3 +155,29 @@ def test_a_worker_runs_at_a_lower_priority_than_the_page_that_started_it(store, 
         for run_id in (first, second):
             jobs.cancel(store, run_id)
             jobs.wait(store, run_id, timeout=60)
+
+
+@pytest.mark.parametrize("evaluate_only", [False, True])
+def test_a_jobs_pid_and_evaluation_marker_are_written_before_its_ticket_is_attached(
+        store, monkeypatch, evaluate_only):
+    # A warm launcher's worker takes over only an attached ticket, and moves the run's pid and
+    # marker where they name the fresh worker: written after, they would name one that exits.
+    cfg = make_run_config("vae", "digits", epochs=1, seed=0)
+    run_id = store.create_run(model="vae", dataset="digits", config=cfg.to_dict(), owner="ann",
+                              status="finished" if evaluate_only else "queued")
+    seen = {}
+    attach = jobs.fairqueue.attach
+
+    def spy(store_, ticket, pid):
+        marker = store.artifacts_dir(run_id) / EVALUATE_PID
+        seen.update(pid=pid, run_pid=store.get(run_id).pid,
+                    marker=marker.read_text().split()[0] if marker.exists() else None)
+        attach(store_, ticket, pid)
+
+    monkeypatch.setattr(jobs, "_spawn", lambda *a: os.getpid())  # no worker: the order is tested
+    monkeypatch.setattr(jobs.fairqueue, "attach", spy)
+    if evaluate_only:
+        pid = jobs.submit_evaluation(store, run_id)
+    else:
+        pid = jobs.start_worker(store, run_id, evaluate=True)
+    assert seen == {"pid": pid, "run_pid": None if evaluate_only else pid, "marker": str(pid)}
