@@ -13,6 +13,7 @@ split's row indices, so a background worker that trains on them never imports sc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -176,11 +177,8 @@ def _read_npz(path: Path, keys: tuple[str, ...]) -> tuple[np.ndarray, ...] | Non
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write a cache file atomically (a concurrent reader never sees half a file); a home that
     cannot be written only loses the cache."""
-    try:
-        with replacing(path) as partial, open(partial, "wb") as fh:
-            np.savez(fh, **arrays)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), replacing(path) as partial, open(partial, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 @lru_cache(maxsize=8)
